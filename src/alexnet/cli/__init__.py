@@ -1,0 +1,1 @@
+"""The ``alexnet`` command. Each subcommand is a module here with ``add_parser``."""

@@ -1,0 +1,257 @@
+"""The network against the paper's numbers and against independent references."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from alexnet import models
+from alexnet.cli.main import main as cli
+from alexnet.models.lrn import local_response_norm
+
+PARAMS = {"alexnet": 60_965_224, "alexnet-caffe": 60_965_224, "alexnet-owt": 61_100_840}
+
+
+def lrn_reference(x, size, alpha, beta, k, groups=1):
+    """The paper's formula evaluated directly, in float64, one channel at a time."""
+    x = x.double()
+    n, c, h, w = x.shape
+    cg = c // groups
+    out = torch.empty_like(x)
+    for ch in range(c):
+        g0 = (ch // cg) * cg
+        lo = max(g0, ch - (size - 1) // 2)
+        hi = min(g0 + cg - 1, ch + size // 2)
+        s = (x[:, lo : hi + 1] ** 2).sum(1)
+        out[:, ch] = x[:, ch] / (k + alpha * s) ** beta
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_count(name):
+    m = models.create(name)
+    assert sum(p.numel() for p in m.parameters()) == PARAMS[name]
+
+
+def test_paper_shapes_and_names():
+    m = models.create("alexnet").eval()
+    acts = m.extract(torch.randn(1, 3, 224, 224), m.layer_names())
+    sides = {n: acts[n].shape[-1] for n in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")}
+    assert sides == {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13, "conv3": 13, "conv4": 13, "conv5": 13, "pool5": 6}
+    assert [acts[f"conv{i}"].shape[1] for i in range(1, 6)] == [96, 256, 384, 384, 256]
+    assert acts["fc7"].shape == (1, 4096) and acts["fc8"].shape == (1, 1000)
+    for i, groups in zip(range(1, 6), (1, 2, 1, 2, 2)):
+        conv = getattr(m, f"conv{i}")
+        assert isinstance(conv, torch.nn.Conv2d) and conv.groups == groups
+    assert [n for n, _ in m.named_children() if n.startswith(("conv", "fc"))] == [
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert m.conv1.padding == (2, 2) and m.pool1.kernel_size == 3 and m.pool1.stride == 2
+
+
+def test_caffe_shapes():
+    m = models.create("alexnet-caffe").eval()
+    acts = m.extract(torch.randn(1, 3, 227, 227), ("conv1", "pool5"))
+    assert acts["conv1"].shape[-1] == 55 and acts["pool5"].shape[-1] == 6
+    assert m.conv1.padding == (0, 0)
+    assert m.norm1.groups == 1 and m.norm1.k == 1.0 and m.norm1.alpha_per_channel
+
+
+def test_small_shapes():
+    m = models.create("alexnet-small", num_classes=10).eval()
+    acts = m.extract(torch.randn(2, 3, 32, 32), m.layer_names())
+    assert [acts[n].shape[-1] for n in ("conv1", "pool1", "pool2", "pool5")] == [32, 15, 7, 3]
+    g = models.create("alexnet-small", in_channels=1, input_size=28).eval()
+    assert g(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("size", [5, 3, 4])
+def test_lrn_matches_formula(groups, size):
+    x = torch.randn(3, 96, 5, 5) * 30  # large enough that the normalization bites
+    got = local_response_norm(x, size, 1e-4, 0.75, 2.0, groups)
+    want = lrn_reference(x, size, 1e-4, 0.75, 2.0, groups)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_alpha_semantics():
+    x = torch.randn(2, 16, 4, 4) * 20
+    paper = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    # PyTorch divides alpha by n: the paper's alpha=1e-4 is 5e-4 there.
+    torch.testing.assert_close(paper, F.local_response_norm(x, 5, 5e-4, 0.75, 2.0), rtol=1e-5, atol=1e-6)
+    caffe = local_response_norm(x, 5, 1e-4, 0.75, 1.0, alpha_per_channel=True)
+    torch.testing.assert_close(caffe, F.local_response_norm(x, 5, 1e-4, 0.75, 1.0), rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_tower_boundary():
+    m = models.create("alexnet")
+    assert m.norm1.groups == 2 and m.norm2.groups == 2
+    x = torch.ones(1, 96, 3, 3)
+    base = m.norm1(x)
+    x2 = x.clone()
+    x2[:, 47] = 1000.0  # last channel of tower 1
+    out = m.norm1(x2)
+    assert torch.equal(out[:, 48:], base[:, 48:])  # tower 2 untouched
+    assert not torch.allclose(out[:, 46], base[:, 46])  # its own neighbours feel it
+    caffe = models.create("alexnet-caffe")
+    assert not torch.allclose(caffe.norm1(x2)[:, 48], caffe.norm1(x)[:, 48])  # Caffe mixes towers
+
+
+def test_lrn_backward_matches_autograd_reference():
+    x = (torch.randn(2, 12, 3, 3, dtype=torch.float64) * 20).requires_grad_()
+    g = torch.randn(2, 12, 3, 3, dtype=torch.float64)
+    for groups, size in ((1, 5), (2, 5), (2, 4)):
+        (ours,) = torch.autograd.grad(local_response_norm(x, size, 1e-3, 0.75, 2.0, groups), x, g)
+        (ref,) = torch.autograd.grad(lrn_reference(x, size, 1e-3, 0.75, 2.0, groups), x, g)
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_lrn_keeps_dtype_under_autocast():
+    x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
+    assert local_response_norm(x).dtype == torch.bfloat16
+
+
+def two_tower_reference(m, x):
+    """The paper's network written as two explicit towers (one per GPU)."""
+    def split(conv, t):  # weights of tower t of a conv layer
+        n = conv.out_channels // 2
+        return conv.weight[t * n : (t + 1) * n], conv.bias[t * n : (t + 1) * n]
+
+    def lrn(a):
+        return lrn_reference(a, 5, 1e-4, 0.75, 2.0).float()
+
+    def pool(a):
+        return F.max_pool2d(a, 3, 2)
+
+    towers = []
+    for t in range(2):
+        w, b = split(m.conv1, t)
+        towers.append(pool(lrn(F.relu(F.conv2d(x, w, b, 4, 2)))))
+    towers = [pool(lrn(F.relu(F.conv2d(towers[t], *split(m.conv2, t), padding=2)))) for t in range(2)]
+    both = torch.cat(towers, 1)  # conv3 sees both towers
+    towers = [F.relu(F.conv2d(both, *split(m.conv3, t), padding=1)) for t in range(2)]
+    towers = [F.relu(F.conv2d(towers[t], *split(m.conv4, t), padding=1)) for t in range(2)]
+    towers = [pool(F.relu(F.conv2d(towers[t], *split(m.conv5, t), padding=1))) for t in range(2)]
+    h = torch.cat(towers, 1).flatten(1)
+    h = F.relu(F.linear(h, m.fc6.weight, m.fc6.bias))
+    h = F.relu(F.linear(h, m.fc7.weight, m.fc7.bias))
+    return F.linear(h, m.fc8.weight, m.fc8.bias)
+
+
+def test_grouped_net_equals_two_towers():
+    m = models.create("alexnet", num_classes=20).eval()
+    with torch.no_grad():  # larger weights so LRN and every layer matter
+        for p in m.parameters():
+            p.mul_(5.0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        got, want = m(x), two_tower_reference(m, x)
+    assert want.abs().max() > 1e-3
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_owt_loads_torchvision_weights():
+    tv = torchvision.models.alexnet(num_classes=1000).eval()
+    ours = models.create("alexnet-owt").eval()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    ours.load_state_dict(tv.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = ours(x), tv(x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    # and round-trips through our own state_dict
+    again = models.create("alexnet-owt")
+    again.load_state_dict(ours.state_dict())
+    assert torch.equal(again.fc8.weight, tv.classifier[6].weight)
+
+
+def test_paper_init_statistics():
+    m = models.create("alexnet")
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        w = getattr(m, name).weight
+        assert abs(w.std().item() - 0.01) < 0.0005, name
+        assert abs(w.mean().item()) < 0.001, name
+    for name, b in {"conv1": 0, "conv2": 1, "conv3": 0, "conv4": 1, "conv5": 1, "fc6": 1, "fc7": 1, "fc8": 0}.items():
+        assert torch.all(getattr(m, name).bias == b), name
+
+
+def test_caffe_init_statistics():
+    m = models.create("alexnet-caffe")
+    assert abs(m.fc6.weight.std().item() - 0.005) < 0.0003
+    assert abs(m.conv1.weight.std().item() - 0.01) < 0.0005
+    for name, b in {"conv1": 0, "conv2": 0.1, "conv3": 0, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1, "fc7": 0.1, "fc8": 0}.items():
+        assert torch.allclose(getattr(m, name).bias, torch.full_like(getattr(m, name).bias, b)), name
+
+
+def test_dropout_after_relu_in_paper_before_fc_in_owt():
+    x = torch.randn(2, 3, 224, 224)
+    for name, before in (("alexnet", False), ("alexnet-owt", True)):
+        m = models.create(name, num_classes=5)
+        assert m.cfg.dropout_before_fc is before
+        m.train()
+        feats = m.extract(x, ("fc7",))["fc7"]
+        assert (feats >= 0).all()  # fc7 is taken after the ReLU and before dropout
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_forward_backward_and_eval_determinism(name):
+    m = models.create(name, num_classes=7)
+    s = m.cfg.input_size
+    x = torch.randn(2, 3, s, s)
+    m.train()
+    loss = F.cross_entropy(m(x), torch.tensor([1, 3]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    m.eval()
+    with torch.no_grad():
+        a, b = m(x), m(x)
+        feats = m.forward_head(m.forward_features(x), pre_logits=True)
+    assert torch.equal(a, b)
+    assert feats.shape == (2, m.num_features)
+    torch.testing.assert_close(feats, m.extract(x, ("fc7",))["fc7"])
+
+
+@pytest.mark.parametrize("opt", [dict(lrn="off"), dict(pool="2/2"), dict(activation="tanh"), dict(dropout=0.0), dict(width=0.5), dict(in_channels=1)])
+def test_ablation_options(opt):
+    m = models.create("alexnet-small", **opt).eval()
+    x = torch.randn(2, m.cfg.in_channels, 32, 32)
+    assert m(x).shape == (2, 10)
+    if "lrn" in opt:
+        assert not hasattr(m, "norm1")
+    if "pool" in opt:
+        assert m.pool1.kernel_size == 2
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="pool"):
+        models.create("alexnet", pool="4/4")
+    with pytest.raises(ValueError, match="activation"):
+        models.create("alexnet", activation="gelu")
+    with pytest.raises(models.UnknownModelError, match="known models: alexnet"):
+        models.create("vgg16")
+    with pytest.raises(ValueError, match="unknown model option"):
+        models.create("alexnet", colour="red")
+
+
+def test_extract_unknown_layer():
+    m = models.create("alexnet-small")
+    with pytest.raises(ValueError, match="unknown layer"):
+        m.extract(torch.randn(1, 3, 32, 32), ("fc9",))
+
+
+def test_info_json(capsys):
+    assert cli(["info", "alexnet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 60_965_224
+    assert 0.72e9 < out["macs"] < 0.73e9
+    assert [l["name"] for l in out["layers"]][:3] == ["conv1", "norm1", "pool1"]
+    assert cli(["info", "alexnet-owt", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 61_100_840
+
+
+def test_info_unknown_model(capsys):
+    assert cli(["info", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "alexnet-owt" in err and "Traceback" not in err
