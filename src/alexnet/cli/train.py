@@ -1,0 +1,36 @@
+"""``alexnet train --config RECIPE.yaml --data PREPARED --out RUN_DIR [--set k=v ...] [--resume]``."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model with a recipe (also under torchrun for DDP)",
+                       description="Train with a YAML recipe on a prepared data folder. Under "
+                                   "`torchrun --nproc-per-node N` the same command trains with DDP.")
+    p.add_argument("--config", default=None, help="recipe YAML (configs/paper.yaml, configs/demo.yaml, ...)")
+    p.add_argument("--data", required=True, help="prepared data folder (alexnet prepare)")
+    p.add_argument("--out", required=True, help="run folder to write (config.yaml, metrics.jsonl, last/best.ckpt)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key; repeatable, e.g. --set optim.lr=0.02")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.ckpt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..engine.config import load_config
+    from ..engine.distributed import shutdown
+    from ..engine.trainer import fit
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        result = fit(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
+    finally:
+        shutdown()
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in result.items() if k != "last"}))
+    return 0

@@ -1,0 +1,1 @@
+"""Training and evaluation: config, loops, checkpoints, distributed plumbing."""

@@ -1,0 +1,135 @@
+"""One checkpoint layout, written atomically, read without unpickling code.
+
+A checkpoint is a ``torch.save`` of plain data (tensors, numbers, strings,
+lists, dicts) so it loads with ``torch.load(..., weights_only=True)``; a file
+that needs anything else (a hostile pickle, say) is refused.
+
+Layout (``schema`` 1)::
+
+    schema        1
+    model         {"name": str, "options": {num_classes, input_size, ...}}
+    state_dict    weights of the unwrapped model (no module./_orig_mod. prefixes)
+    classes       class ids (folder or synset names), index = label
+    class_names   human-readable names, same order
+    eval_transform  the preprocessing the weights expect (a plain dict,
+                    see alexnet.data.transforms); "stats" holds the mean image
+                    and mean RGB so prediction needs no prepared data folder
+    config        the resolved training config (dict), when trained here
+    epoch, step, batch_in_epoch    position of the run (batch_in_epoch > 0:
+                  saved mid-epoch; the loader skips that many batches on resume)
+    optimizer, schedule, rng, scaler   training state, for --resume
+    metrics       last and best validation metrics
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+SCHEMA = 1
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model under DDP and ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename.
+
+    A kill at any moment leaves either the old file or the new one, never half.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plain data only) atomically, adding the schema version."""
+    payload = {"schema": SCHEMA, **payload}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; every problem is a one-line :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"refusing to load {path}: it holds more than plain tensors and data ({first[:160]})") from None
+    except Exception as e:  # truncated, not a torch file, ...
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{path} is not an alexnet checkpoint (no model/state_dict entries)")
+    if ckpt.get("schema", 0) > SCHEMA:
+        raise UserError(f"{path} has checkpoint schema {ckpt['schema']}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]) -> torch.nn.Module:
+    """Create the checkpoint's model and load its weights (strictly)."""
+    from .. import models
+
+    spec = ckpt["model"]
+    try:
+        model = models.create(spec["name"], **spec.get("options", {}))
+    except ValueError as e:
+        raise UserError(f"checkpoint names a model this alexnet cannot build: {e}") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint weights do not fit model {spec['name']}: {str(e).splitlines()[0][:200]}") from None
+    return model
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``(model in eval mode on device, checkpoint dict)`` from a checkpoint file."""
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt).to(device).eval()
+    return model, ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], model_name: str, num_classes: int, path: str | os.PathLike = "checkpoint") -> None:
+    """Refuse a checkpoint whose model or class count differs from the run's."""
+    name = ckpt["model"]["name"]
+    if name != model_name:
+        raise UserError(f"{path} holds model {name!r}, but this run trains {model_name!r}")
+    n = ckpt["model"].get("options", {}).get("num_classes")
+    if n is not None and n != num_classes:
+        raise UserError(f"{path} has {n} classes, but the data has {num_classes}")

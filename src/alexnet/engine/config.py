@@ -1,0 +1,188 @@
+"""Typed, sectioned training config: YAML recipes, ``--set section.key=value``.
+
+Unknown keys and values of the wrong type are one-line :class:`UserError`s
+naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alexnet"
+    input_size: int | None = None  # pixels; None: the model's default (224, 227, 32)
+    activation: str = "relu"  # relu | tanh
+    lrn: bool = True
+    pool: str = "overlap"  # overlap (3/2) | 2/2
+    dropout: float = 0.5
+    width: float = 1.0  # channel multiplier
+    init: str | None = None  # paper | caffe | kaiming | torch; None: the variant's
+
+
+@dataclass
+class DataConfig:
+    batch_size: int = 128  # global, over all processes and accumulation steps
+    workers: int = 2  # loader processes per training process
+    mean: str = "image"  # image (the paper's mean image) | rgb
+    lighting: float = 0.1  # std of the PCA lighting coefficients; 0 turns it off
+    eval_tta: str = "center"  # center | 10crop, for the per-epoch validation
+    val_split: str = "val"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01  # per batch of data.batch_size
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    rule: str = "paper"  # paper: v <- m v - wd lr w - lr g ; torch: torch.optim.SGD
+    accumulate: int = 1  # micro-batches per step; same global batch and meaning
+
+
+@dataclass
+class ScheduleConfig:
+    patience: int = 3  # epochs without a better val top-1 error before lr /= factor
+    factor: float = 0.1
+    max_drops: int = 3
+    min_delta: float = 0.0  # improvement smaller than this does not count
+
+
+@dataclass
+class RunConfig:
+    epochs: int = 90
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    log_every: int = 20  # steps between metrics.jsonl lines
+    checkpoint_minutes: float = 0.0  # also save last.ckpt every this many minutes (0: per epoch only)
+    checkpoint_steps: int = 0  # also save last.ckpt every this many steps (0: off)
+    threads: int = 0  # torch CPU threads per process (0: leave PyTorch's default)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+CHOICES = {
+    "model.activation": ("relu", "tanh"),
+    "model.pool": ("overlap", "2/2"),
+    "model.init": (None, "paper", "caffe", "kaiming", "torch"),
+    "data.mean": ("image", "rgb"),
+    "data.eval_tta": ("center", "10crop"),
+    "optim.rule": ("paper", "torch"),
+    "run.precision": ("fp32", "bf16", "fp16"),
+}
+POSITIVE = ("data.batch_size", "optim.accumulate", "run.epochs", "run.log_every")
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise UserError naming ``key``."""
+    if isinstance(tp, (types.UnionType,)) or typing.get_origin(tp) is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(key, value, a)
+            except UserError:
+                pass
+        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+        raise UserError(f"{key} must be {names}, not {value!r}")
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
+
+
+def _fields(section_cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
+    """Set ``section.key`` to ``value`` with type checking."""
+    section, _, key = dotted.partition(".")
+    sections = typing.get_type_hints(TrainConfig)
+    if section not in sections or not key:
+        raise UserError(f"unknown config key {dotted!r}; sections: {', '.join(sections)}")
+    fields = _fields(sections[section])
+    if key not in fields:
+        raise UserError(f"unknown config key {dotted!r}; {section} has: {', '.join(fields)}")
+    value = _check_type(dotted, value, fields[key])
+    if dotted in CHOICES and value not in CHOICES[dotted]:
+        allowed = ", ".join("null" if c is None else str(c) for c in CHOICES[dotted])
+        raise UserError(f"{dotted} must be one of {allowed}, not {value!r}")
+    if dotted in POSITIVE and value < 1:
+        raise UserError(f"{dotted} must be at least 1, not {value}")
+    setattr(getattr(cfg, section), key, value)
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    cfg = TrainConfig()
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected sections (model, data, optim, schedule, run), got {type(data).__name__}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section {section!r} must be a mapping of keys")
+        for key, value in values.items():
+            set_key(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """A recipe file (or the defaults) with ``section.key=value`` overrides applied."""
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    cfg = from_dict(data, str(path) if path else "config")
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects section.key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        set_key(cfg, key.strip(), value)
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

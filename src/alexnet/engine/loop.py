@@ -1,0 +1,142 @@
+"""The two loops: ``train_one_epoch`` and ``evaluate``, apart from any wiring.
+
+One mixed-precision path: ``autocast`` with ``enabled=False`` for fp32 and a
+``GradScaler`` that is a no-op unless the precision is fp16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .distributed import all_reduce_sum
+from .metrics import summary, topk_correct
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
+
+
+@dataclass
+class TrainState:
+    """What the loop needs and what a checkpoint keeps, in one object."""
+
+    model: torch.nn.Module  # possibly wrapped by DDP / torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    precision: str = "fp32"
+    accumulate: int = 1
+    channels_last: bool = False
+    epoch: int = 0  # epoch in progress (0-based)
+    step: int = 0  # optimizer steps done since the start of the run
+    batch_in_epoch: int = 0  # batches done in the current epoch
+    loss_sum: float = 0.0  # this epoch so far (this process)
+    seen: int = 0  # samples this epoch so far (this process)
+    extra: dict = field(default_factory=dict)
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, state: TrainState):
+    images = images.to(state.device, non_blocking=True)
+    if state.channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(state.device, non_blocking=True)
+
+
+def train_one_epoch(
+    state: TrainState,
+    loader,
+    on_step: Callable[[TrainState, float, float], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    max_steps: int | None = None,
+) -> dict:
+    """One pass over ``loader`` (from ``state.batch_in_epoch`` on).
+
+    Each batch is one optimizer step; with ``state.accumulate > 1`` it is cut
+    into that many micro-batches whose gradients add up to the whole batch's
+    (same loss scale, same meaning, less memory). ``on_step(state, loss,
+    images_per_s)`` runs after every step (logging, timed checkpoints).
+    """
+    model = state.model
+    model.train()
+    total = len(loader)
+    bar = tqdm(total=total, initial=state.batch_in_epoch, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    tick = time.perf_counter()
+    done = 0
+    for images, labels in loader:
+        images, labels = _to_device(images, labels, state)
+        n = labels.shape[0]
+        chunks = max(1, min(state.accumulate, n))
+        state.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for i, (x, y) in enumerate(zip(images.chunk(chunks), labels.chunk(chunks))):
+            last = i == chunks - 1
+            sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with autocast(state.device, state.precision):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, reduction="sum") / n
+                state.scaler.scale(loss).backward()
+            loss_value += loss.item()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.step += 1
+        state.batch_in_epoch += 1
+        state.loss_sum += loss_value * n
+        state.seen += n
+        now = time.perf_counter()
+        ips = n / max(now - tick, 1e-9)
+        tick = now
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{ips:.0f}")
+        if on_step is not None:
+            on_step(state, loss_value, ips)
+        done += 1
+        if max_steps is not None and done >= max_steps:
+            break
+    bar.close()
+    return {"train_loss": state.loss_sum / max(state.seen, 1), "samples": state.seen}
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict:
+    """Top-1/top-5 over the loader, summed over all processes.
+
+    Batches of ``B x 10 x C x H x W`` (the 10-patch test) average the softmax
+    of the ten patches of each image, as the paper does.
+    """
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64)
+    state = TrainState(model, None, None, device, precision, channels_last=channels_last)
+    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        crops = images.shape[1] if images.dim() == 5 else 0
+        if crops:
+            images = images.flatten(0, 1)
+        images, labels = _to_device(images, labels, state)
+        with autocast(device, precision):
+            logits = model(images)
+        probs = logits.float().softmax(dim=1)
+        if crops:
+            probs = probs.view(-1, crops, probs.shape[1]).mean(dim=1)
+        c1, c5 = topk_correct(probs, labels)
+        counts += torch.tensor([labels.shape[0], c1, c5], dtype=torch.float64)
+    counts = all_reduce_sum(counts.to(device)).cpu()
+    n, c1, c5 = (int(v) for v in counts.tolist())
+    return summary(n, c1, c5)

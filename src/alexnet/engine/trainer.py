@@ -1,0 +1,275 @@
+"""Wiring for ``alexnet train``: config + prepared data -> run folder.
+
+The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``,
+``last.ckpt`` (every epoch, and every N minutes/steps if asked) and
+``best.ckpt`` (lowest validation top-1 error). Under torchrun the same code
+trains with DistributedDataParallel; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import models
+from ..errors import UserError
+from . import config as config_mod
+from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint, unwrap
+from .distributed import DistInfo, barrier, init_distributed
+from .loop import TrainState, evaluate, train_one_epoch
+from .metrics import MetricsLog
+from .optim import PlateauSchedule, make_optimizer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    np_state = np.random.get_state()
+    state["numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+    state["numpy_pos"] = int(np_state[2])
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(int(v) for v in state["python"]), state.get("python_pos")))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
+    """Options for ``models.create`` from the config and the prepared data."""
+    m = cfg.model
+    opts = {
+        "num_classes": len(meta["classes"]),
+        "in_channels": int(meta.get("channels", 3)),
+        "activation": m.activation,
+        "lrn": m.lrn,
+        "pool": m.pool,
+        "dropout": m.dropout,
+        "width": m.width,
+    }
+    if m.init is not None:
+        opts["init"] = m.init
+    if m.input_size is not None:
+        opts["input_size"] = m.input_size
+    elif int(meta.get("size", 256)) <= 64:  # small images are used at their own size
+        opts["input_size"] = int(meta["size"])
+    return opts
+
+
+def eval_spec(cfg: config_mod.TrainConfig, meta: dict, input_size: int) -> dict:
+    """The preprocessing these weights expect, stored in every checkpoint."""
+    return {
+        "resize": int(meta.get("size", 256)),
+        "crop": int(input_size),
+        "mean": cfg.data.mean,
+        "normalize": None,
+        "channels": int(meta.get("channels", 3)),
+    }
+
+
+class Trainer:
+    """Builds everything from a config and runs epochs; see :func:`fit`."""
+
+    def __init__(self, cfg: config_mod.TrainConfig, data: str | os.PathLike, out: str | os.PathLike,
+                 resume: bool = False, progress: bool = True):
+        from ..data import load_stats, make_loader, read_meta
+
+        self.cfg, self.data, self.out, self.progress = cfg, Path(data), Path(out), progress
+        self.make_loader = make_loader
+        self.dist: DistInfo = init_distributed(cfg.run.device)
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True)
+        if not self.data.is_dir():
+            raise UserError(f"prepared data folder not found: {self.data}")
+        self.meta = read_meta(self.data)
+        self.stats = load_stats(self.data)
+        if "train" not in self.meta.get("splits", {}):
+            raise UserError(f"{self.data} has no train split (splits: {', '.join(self.meta.get('splits', {}))})")
+
+        world, acc = self.dist.world_size, cfg.optim.accumulate
+        if cfg.data.batch_size % (world * acc):
+            raise UserError(
+                f"data.batch_size {cfg.data.batch_size} does not split into {world} processes x {acc} accumulation steps")
+        self.rank_batch = cfg.data.batch_size // world
+
+        seed_everything(cfg.run.seed)
+        try:
+            model = models.create(cfg.model.name, **model_options(cfg, self.meta))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        self.input_size = model.cfg.input_size
+        device = self.dist.device
+        model.to(device)
+        if cfg.run.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model.parameters(), cfg.optim.rule, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
+        self.schedule = PlateauSchedule(optimizer, cfg.schedule.patience, cfg.schedule.factor, cfg.schedule.max_drops, cfg.schedule.min_delta)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+        self.state = TrainState(model, optimizer, scaler, device, cfg.run.precision, acc, cfg.run.channels_last)
+        self.best_err = math.inf
+        self.history: dict = {}
+
+        last = self.out / "last.ckpt"
+        if resume:
+            if not last.is_file():
+                raise UserError(f"--resume: no checkpoint to resume from at {last}")
+            self._restore(load_checkpoint(last))
+        elif last.exists():
+            raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out")
+
+        if self.dist.enabled:
+            ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+            self.state.model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
+        if cfg.run.compile:
+            self.state.model = torch.compile(self.state.model)
+
+        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
+        self._last_save = time.monotonic()
+
+    # ------------------------------------------------------------ checkpoints
+    def _restore(self, ckpt: dict) -> None:
+        model = unwrap(self.state.model)
+        check_compatible(ckpt, self.cfg.model.name, len(self.meta["classes"]), self.out / "last.ckpt")
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            raise UserError(f"last.ckpt does not fit this model: {str(e).splitlines()[0][:200]}") from None
+        self.state.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        if ckpt.get("scaler"):
+            self.state.scaler.load_state_dict(ckpt["scaler"])
+        self.state.epoch = int(ckpt["epoch"])
+        self.state.step = int(ckpt["step"])
+        self.state.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        self.state.loss_sum = float(ckpt.get("loss_sum", 0.0))
+        self.state.seen = int(ckpt.get("seen", 0))
+        self.best_err = float(ckpt.get("metrics", {}).get("best_top1_err", math.inf))
+        if ckpt.get("world_size", 1) == self.dist.world_size and "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+
+    def payload(self, metrics: dict) -> dict:
+        s = self.state
+        stats = self.stats
+        return {
+            "model": {"name": self.cfg.model.name, "options": model_options(self.cfg, self.meta)},
+            "state_dict": unwrap(s.model).state_dict(),
+            "classes": list(self.meta["classes"]),
+            "class_names": list(self.meta.get("class_names", self.meta["classes"])),
+            "eval_transform": eval_spec(self.cfg, self.meta, self.input_size),
+            "data_stats": {
+                "mean_image": torch.as_tensor(np.asarray(stats["mean_image"], dtype=np.float32)),
+                "mean_rgb": torch.as_tensor(np.asarray(stats["mean_rgb"], dtype=np.float32)),
+            },
+            "config": config_mod.to_dict(self.cfg),
+            "optimizer": s.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
+            "epoch": s.epoch,
+            "step": s.step,
+            "batch_in_epoch": s.batch_in_epoch,
+            "loss_sum": s.loss_sum,
+            "seen": s.seen,
+            "world_size": self.dist.world_size,
+            "rng": rng_state(),
+            "metrics": {**metrics, "best_top1_err": self.best_err},
+        }
+
+    def save(self, metrics: dict | None = None, best: bool = False) -> None:
+        """Write last.ckpt (and best.ckpt, the same payload) from rank 0."""
+        if self.dist.is_main:
+            payload = self.payload(metrics or self.history)
+            save_checkpoint(self.out / "last.ckpt", payload)
+            if best:
+                save_checkpoint(self.out / "best.ckpt", payload)
+        self._last_save = time.monotonic()
+
+    # ------------------------------------------------------------------- run
+    def _on_step(self, state: TrainState, loss: float, ips: float) -> None:
+        run = self.cfg.run
+        lr = self.schedule.lr
+        if state.step % run.log_every == 0:
+            self.log.write("step", epoch=state.epoch, step=state.step, lr=lr, train_loss=loss,
+                           images_per_s=ips * self.dist.world_size)
+        due = (run.checkpoint_steps and state.step % run.checkpoint_steps == 0) or (
+            run.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * run.checkpoint_minutes)
+        if due:
+            self.save()
+        fault = os.environ.get("ALEXNET_FAULT_AFTER_STEP")  # tests: die like a killed job
+        if fault and state.step == int(fault):
+            os.kill(os.getpid(), 9)
+
+    def loader(self, split: str, train: bool, tta: str = "center"):
+        cfg = self.cfg
+        return self.make_loader(
+            self.data, split, self.rank_batch if train else max(1, self.rank_batch // (10 if tta == "10crop" else 1)),
+            train=train, tta=tta, input_size=self.input_size, seed=cfg.run.seed, epoch=self.state.epoch,
+            rank=self.dist.rank, world_size=self.dist.world_size, num_workers=cfg.data.workers,
+            mean=cfg.data.mean, lighting=cfg.data.lighting)
+
+    def fit(self) -> dict:
+        cfg, s = self.cfg, self.state
+        train_loader = self.loader("train", train=True)
+        val_split = cfg.data.val_split if cfg.data.val_split in self.meta["splits"] else None
+        val_loader = self.loader(val_split, train=False, tta=cfg.data.eval_tta) if val_split else None
+        t0 = time.time()
+        while s.epoch < cfg.run.epochs:
+            train_loader.set_epoch(s.epoch, start_batch=s.batch_in_epoch)
+            tick = time.perf_counter()
+            seen_before = s.seen
+            res = train_one_epoch(s, train_loader, self._on_step, self.progress and self.dist.is_main,
+                                  desc=f"epoch {s.epoch + 1}/{cfg.run.epochs}")
+            dt = time.perf_counter() - tick
+            ips = (s.seen - seen_before) * self.dist.world_size / max(dt, 1e-9)
+            record = {"epoch": s.epoch, "step": s.step, "lr": self.schedule.lr, "train_loss": res["train_loss"],
+                      "images_per_s": ips, "epoch_time_s": dt}
+            if val_loader is not None:
+                val = evaluate(s.model, val_loader, s.device, s.precision, s.channels_last,
+                               self.progress and self.dist.is_main, desc="val")
+                record.update(val_top1_err=val["top1_err"], val_top5_err=val["top5_err"], val_count=val["count"])
+                improved = val["top1_err"] < self.best_err
+                if improved:
+                    self.best_err = val["top1_err"]
+                if self.schedule.step(val["top1_err"]):
+                    record["lr_dropped_to"] = self.schedule.lr
+            else:
+                improved = True
+            self.log.write("epoch", **record)
+            self.history = {"last": record}
+            if self.progress and self.dist.is_main:
+                msg = f"epoch {s.epoch + 1}/{cfg.run.epochs}: loss {res['train_loss']:.4f}, {ips:.0f} img/s"
+                if "val_top1_err" in record:
+                    msg += f", val top-1 err {record['val_top1_err']:.2%}, top-5 err {record['val_top5_err']:.2%}"
+                print(msg, flush=True)
+            s.epoch += 1
+            s.batch_in_epoch, s.loss_sum, s.seen = 0, 0.0, 0
+            self.save(self.history, best=improved)
+        barrier()
+        self.log.close()
+        return {"epochs": s.epoch, "steps": s.step, "best_top1_err": self.best_err, "time_s": time.time() - t0,
+                "run_dir": str(self.out), **self.history}
+
+
+def fit(cfg: config_mod.TrainConfig, data, out, resume: bool = False, progress: bool = True) -> dict:
+    """Train per ``cfg`` on a prepared folder, writing the run folder ``out``."""
+    return Trainer(cfg, data, out, resume=resume, progress=progress).fit()
