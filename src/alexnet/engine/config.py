@@ -156,13 +156,29 @@ def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     return cfg
 
 
+RECIPES = Path(__file__).resolve().parent.parent / "configs"
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with the package (``configs/*.yaml``)."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped recipe (``paper``, ``demo``...)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.suffix == "" and (RECIPES / f"{p.name}.yaml").is_file():
+        return RECIPES / f"{p.name}.yaml"
+    raise UserError(f"config file not found: {path} (shipped recipes: {', '.join(recipe_names())})")
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """A recipe file (or the defaults) with ``section.key=value`` overrides applied."""
+    """A recipe (file or shipped name) or the defaults, with ``section.key=value`` overrides."""
     data = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+        path = resolve_recipe(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

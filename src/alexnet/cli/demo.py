@@ -1,0 +1,21 @@
+"""``alexnet demo [--out DIR]``: generate, prepare, train, evaluate, report."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="end to end on the built-in dataset, on a CPU in minutes",
+                       description="Generate the built-in dataset, prepare it, train alexnet-small with the demo "
+                                   "recipe, evaluate (centre crop and 10-patch), and write the report.")
+    p.add_argument("--out", default="alexnet-demo", help="folder for the data, the run and the report (default: alexnet-demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the demo recipe")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..demo import run_demo
+
+    run_demo(args.out, args.overrides, progress=not args.quiet)
+    return 0

@@ -1,0 +1,74 @@
+"""Turn weights trained elsewhere into an alexnet checkpoint.
+
+``torchvision``: a state dict of ``torchvision.models.alexnet`` (for example
+``alexnet-owt-7be5be79.pth``) becomes an ``alexnet-owt`` checkpoint that
+carries torchvision's eval transform (resize 256, centre crop 224, mean/std
+normalisation) and its 1000 ImageNet class names, so ``alexnet eval`` and
+``alexnet predict`` preprocess images the way those weights expect.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .checkpoint import build_model, save_checkpoint
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ILSVRC-2012 class names in torchvision's (synset-sorted) order."""
+    from torchvision.models import AlexNet_Weights
+
+    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _read_state_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"refusing to load {path}: it holds more than plain tensors") from None
+    except Exception as e:
+        raise UserError(f"cannot read weights {path}: {type(e).__name__}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{path} is not a state dict of tensors")
+    return sd
+
+
+def convert_torchvision(weights: str | Path, out: str | Path) -> dict:
+    """Write an ``alexnet-owt`` checkpoint from torchvision AlexNet weights."""
+    sd = _read_state_dict(Path(weights))
+    head = sd.get("classifier.6.weight")
+    if head is None:
+        raise UserError(f"{weights} is not a torchvision AlexNet state dict (no classifier.6.weight)")
+    n = head.shape[0]
+    classes = imagenet_categories() if n == 1000 else [str(i) for i in range(n)]
+    ckpt = {
+        "model": {"name": "alexnet-owt", "options": {"num_classes": n}},
+        "state_dict": sd,
+        "classes": classes,
+        "class_names": classes,
+        "eval_transform": {"resize": 256, "crop": 224, "mean": "rgb", "channels": 3,
+                           "normalize": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}},
+        "data_stats": {"mean_image": torch.tensor(IMAGENET_MEAN).view(1, 1, 3).expand(256, 256, 3).contiguous(),
+                       "mean_rgb": torch.tensor(IMAGENET_MEAN)},
+        "metrics": {"note": "converted from torchvision; torchvision reports 56.522% / 79.066% top-1/top-5 (centre crop)"},
+        "source": f"torchvision:{Path(weights).name}",
+    }
+    build_model(ckpt)  # refuse weights that do not fit before writing anything
+    save_checkpoint(out, ckpt)
+    return ckpt

@@ -1,0 +1,203 @@
+"""Training, checkpoints, resume, DDP and evaluation on a tiny built-in dataset."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.cli.main import main as cli
+from alexnet.engine.checkpoint import load_checkpoint, save_checkpoint
+from alexnet.engine.config import load_config
+from alexnet.engine.trainer import fit
+
+# Tiny, fast and deterministic: 4 classes of 32 px images, a half-width small net.
+TINY = ["model.name=alexnet-small", "model.width=0.5", "data.batch_size=32", "data.workers=0",
+        "optim.lr=0.02", "run.epochs=2", "run.channels_last=false", "run.log_every=1"]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    from alexnet.data import generate_synth, prepare
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_synth(root / "raw", classes=4, train_per_class=48, val_per_class=16, size=32, seed=1, progress=False)
+    prepare(root / "raw", root / "prep", progress=False)
+    return root / "prep"
+
+
+def weights(run_dir):
+    return load_checkpoint(Path(run_dir) / "last.ckpt")["state_dict"]
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "alexnet.cli.main", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_short_run_learns(prepared, tmp_path):
+    cfg = load_config(None, TINY + ["run.epochs=6", "data.lighting=0.0"])
+    res = fit(cfg, prepared, tmp_path / "run", progress=False)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [l for l in lines if l["kind"] == "epoch"]
+    assert len(epochs) == 6
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[-1]["val_top1_err"] < 0.75 - 0.15  # chance is 75% error with 4 classes
+    assert {"time", "epoch", "step", "lr", "train_loss", "val_top5_err", "images_per_s"} <= set(epochs[-1])
+    assert (tmp_path / "run" / "best.ckpt").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["state_dict"])
+    assert ckpt["classes"] and ckpt["eval_transform"]["crop"] == 32 and ckpt["epoch"] == 6
+    assert res["best_top1_err"] == min(e["val_top1_err"] for e in epochs)
+
+
+def test_kill_and_resume_is_exact(prepared, tmp_path):
+    common = ["train", "--data", str(prepared), "--quiet"] + [a for s in TINY + ["run.checkpoint_steps=3", "run.deterministic=true"] for a in ("--set", s)]
+    full = run_cli(*common, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    # Die (SIGKILL) at step 7 of 12: the last checkpoint is from step 6, mid-epoch 2.
+    killed = run_cli(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "7"})
+    assert killed.returncode != 0
+    ck = load_checkpoint(tmp_path / "cut" / "last.ckpt")
+    assert ck["step"] == 6 and ck["batch_in_epoch"] == 0 and ck["epoch"] == 1  # 6 steps an epoch
+    resumed = run_cli(*common, "--out", str(tmp_path / "cut"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_mid_epoch_is_exact(prepared, tmp_path):
+    common = ["train", "--data", str(prepared), "--quiet"] + [a for s in TINY + ["run.checkpoint_steps=4"] for a in ("--set", s)]
+    assert run_cli(*common, "--out", str(tmp_path / "full")).returncode == 0
+    killed = run_cli(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "5"})
+    assert killed.returncode != 0
+    ck = load_checkpoint(tmp_path / "cut" / "last.ckpt")
+    assert ck["step"] == 4 and ck["batch_in_epoch"] == 4  # mid-epoch: the loader must skip 4 batches
+    assert run_cli(*common, "--out", str(tmp_path / "cut"), "--resume").returncode == 0
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_set_typo_is_one_line_error(prepared, tmp_path, capsys):
+    assert cli(["train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "optim.lrr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and err.count("\n") == 1
+    assert cli(["train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "optim.lr=fast"]) == 2
+    assert "optim.lr must be float" in capsys.readouterr().err
+    assert cli(["train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "run.precision=fp8"]) == 2
+    assert "run.precision" in capsys.readouterr().err
+    assert cli(["train", "--config", "nope.yaml", "--data", str(prepared), "--out", str(tmp_path / "r")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_recipes_load():
+    paper = load_config("paper")
+    assert (paper.data.batch_size, paper.optim.lr, paper.optim.momentum, paper.optim.weight_decay) == (128, 0.01, 0.9, 0.0005)
+    assert paper.optim.rule == "paper" and paper.schedule.max_drops == 3 and paper.run.epochs == 90
+    assert load_config("demo").model.name == "alexnet-small"
+    assert load_config("fashion-mnist").model.name == "alexnet-small"
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    fit(load_config(None, TINY + ["run.epochs=1"]), prepared, run, progress=False)
+    return run
+
+
+def test_mismatched_checkpoint_refused(prepared, trained, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    # Resume a run whose checkpoint holds another model.
+    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--quiet",
+                *[a for s in TINY + ["model.name=alexnet"] for a in ("--set", s)]]) == 2
+    assert "holds model 'alexnet-small'" in capsys.readouterr().err
+    # A checkpoint with another class count.
+    ck = load_checkpoint(trained / "last.ckpt")
+    ck["model"]["options"]["num_classes"] = 7
+    save_checkpoint(other / "last.ckpt", ck)
+    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--quiet",
+                *[a for s in TINY for a in ("--set", s)]]) == 2
+    assert "7 classes" in capsys.readouterr().err
+    assert cli(["eval", str(other / "last.ckpt"), "--data", str(prepared)]) == 2
+    assert "do not fit" in capsys.readouterr().err
+    # Starting a new run over an old one is refused, not overwritten.
+    assert cli(["train", "--data", str(prepared), "--out", str(trained), *[a for s in TINY for a in ("--set", s)]]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + str(Path(os.environ.get("EVIL_MARK", "/tmp/alexnet_evil_mark")),))
+
+
+def test_hostile_pickle_refused(tmp_path, capsys, monkeypatch):
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"model": {"name": "alexnet"}, "state_dict": {}, "x": _Evil()}, bad)
+    assert cli(["eval", str(bad), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and err.count("\n") == 1
+    assert not mark.exists()
+    with open(tmp_path / "plain.ckpt", "wb") as f:
+        pickle.dump(_Evil(), f)
+    assert cli(["eval", str(tmp_path / "plain.ckpt"), "--data", str(tmp_path)]) == 2
+    assert not mark.exists()
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert cli(["eval", str(tmp_path / "junk.ckpt"), "--data", str(tmp_path)]) == 2
+    assert cli(["eval", str(tmp_path / "missing.ckpt"), "--data", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_eval_json(prepared, trained, capsys):
+    assert cli(["eval", str(trained / "last.ckpt"), "--data", str(prepared), "--json", "--workers", "0"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"count", "top1_acc", "top5_acc", "top1_err", "top5_err"}
+    assert res["count"] == 64 and abs(res["top1_acc"] + res["top1_err"] - 1) < 1e-9
+    assert res["top5_acc"] == 1.0  # 4 classes: the true one is always in the top 5
+
+
+def test_ten_crop_uses_ten_patches(prepared, trained, monkeypatch):
+    from alexnet.engine import evaluate as ev
+
+    seen = []
+    real = ev.load_model
+
+    def spy(*a, **k):
+        model, ckpt = real(*a, **k)
+        model.register_forward_pre_hook(lambda m, inp: seen.append(tuple(inp[0].shape)))
+        return model, ckpt
+
+    monkeypatch.setattr(ev, "load_model", spy)
+    res = ev.evaluate_checkpoint(trained / "last.ckpt", prepared, tta="10crop", batch_size=16, workers=0, progress=False)
+    assert res["count"] == 64
+    assert sum(s[0] for s in seen) == 640 and all(s[0] % 10 == 0 for s in seen)
+    assert seen[0][1:] == (3, 32, 32)
+
+
+def test_ddp_two_processes_match_one(prepared, tmp_path):
+    cfg = TINY + ["model.dropout=0.0", "run.epochs=1"]
+    sets = [a for s in cfg for a in ("--set", s)]
+    one = run_cli("train", "--data", str(prepared), "--out", str(tmp_path / "one"), "--quiet", *sets)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "alexnet.cli.main", "train", "--data", str(prepared), "--out", str(tmp_path / "two"),
+                          "--quiet", *sets], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(l) for l in lines if '"epoch"' in l and json.loads(l)["kind"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["val_count"] == 64  # each val image counted once over both ranks
