@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model with a recipe (also under torchrun for DDP)",
                        description="Train with a YAML recipe on a prepared data folder. Under "
                                    "`torchrun --nproc-per-node N` the same command trains with DDP.")
-    p.add_argument("--config", default=None, help="recipe YAML (configs/paper.yaml, configs/demo.yaml, ...)")
+    p.add_argument("--config", default=None, help="recipe: a YAML file, or a shipped name (paper, demo, fashion-mnist)")
     p.add_argument("--data", required=True, help="prepared data folder (alexnet prepare)")
     p.add_argument("--out", required=True, help="run folder to write (config.yaml, metrics.jsonl, last/best.ckpt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
