@@ -137,7 +137,7 @@ def test_mismatched_checkpoint_refused(prepared, trained, tmp_path, capsys):
 
 class _Evil:
     def __reduce__(self):
-        return (os.system, ("touch " + str(Path(os.environ.get("EVIL_MARK", "/tmp/alexnet_evil_mark")),))
+        return (os.system, ("touch " + os.environ.get("EVIL_MARK", "/tmp/alexnet_evil_mark"),))
 
 
 def test_hostile_pickle_refused(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import UserError
 
 # Subcommand modules, in the order ``alexnet --help`` lists them.
-COMMANDS = ["info"]
+COMMANDS = ["demo", "info", "data", "prepare", "train", "eval", "convert", "features", "neighbors", "predict", "viz", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,47 @@
+"""``alexnet features CHECKPOINT --data PREPARED --split S [--layer fc7] --out FILE.npy``."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("features", help="activations of a layer (fc7 by default) for every image of a split, as .npy",
+                       description="Write the activations of one layer for every image of a prepared split as a "
+                                   "memory-mapped N x D .npy, with FILE.labels.npy, FILE.ids.npy (the image's position "
+                                   "in the split) and FILE.json beside it. Layer 'pixels' is the preprocessed input.")
+    p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--split", default="train", help="split to run over (default: train)")
+    p.add_argument("--layer", default="fc7", help="activation name (conv1..conv5, norm1, pool5, fc6, fc7, fc8, pixels)")
+    p.add_argument("--out", required=True, help="output FILE.npy")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=None,
+                   help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..features.extract import eval_loader, extract_features, load_model_for_features, sidecar_paths, _class_names
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    paths = sidecar_paths(args.out)
+    model, ckpt, path = load_model_for_features(args.checkpoint, args.device)
+    from ..features.extract import close_loader, eval_transform, layer_function
+
+    layer_function(model, args.layer)  # unknown layer: fail before reading data
+    loader = eval_loader(ckpt, args.data, args.split, batch_size=args.batch_size, workers=args.workers, model=model)
+    meta = {"checkpoint": str(path), "data": str(args.data), "transform": eval_transform(ckpt, model)}
+    try:
+        fs = extract_features(model, loader, args.layer, out=paths["features"], dtype=args.dtype, split=args.split,
+                              meta=meta, class_names=_class_names(ckpt), progress=not args.quiet)
+    finally:
+        close_loader(loader)
+    n, d = fs.features.shape
+    print(f"{args.layer} of {n} {args.split} images: {n} x {d} {args.dtype} -> {paths['features']} "
+          f"(+ {paths['labels'].name}, {paths['ids'].name}, {paths['meta'].name})")
+    return 0

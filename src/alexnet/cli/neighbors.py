@@ -1,0 +1,92 @@
+"""``alexnet neighbors CHECKPOINT --data PREPARED --query IMAGE... [-k 6] [--json] [--out DIR]``
+and ``--evaluate SPLIT``: kNN accuracy of fc7 against raw pixels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "neighbors", help="nearest training images in fc7 space (the paper's Figure 4); --evaluate: kNN accuracy",
+        description="Exact Euclidean nearest neighbours among the training images, in fc7 space. The training "
+                    "features are computed once and cached beside the checkpoint (CHECKPOINT.features/). "
+                    "--evaluate SPLIT scores kNN classification of SPLIT against the training set in fc7 space "
+                    "and in raw-pixel space.")
+    p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
+    p.add_argument("--data", required=True, help="prepared data folder (its train split is searched)")
+    p.add_argument("--query", nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("--evaluate", metavar="SPLIT", help="score kNN classification of this split instead")
+    p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
+    p.add_argument("--layer", default="fc7", help="feature layer (default fc7)")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"query", "neighbors": [{"id", "class", "distance"}, ...]}] (or the scores)')
+    p.add_argument("--out", metavar="DIR", help="also write neighbors.json and neighbors.png (or knn.json) here")
+    p.add_argument("--no-pixels", action="store_true", help="--evaluate: skip the raw-pixel baseline")
+    p.add_argument("--no-cache", action="store_true", help="recompute features in memory, write no cache")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=None,
+                   help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _write(out: Path, name: str, obj) -> Path:
+    from ..features.extract import save_atomic
+
+    path = out / name
+    save_atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    return path
+
+
+def run(args) -> int:
+    from ..features.extract import load_model_for_features
+
+    if args.k < 1:
+        raise UserError(f"-k must be at least 1, not {args.k}")
+    if bool(args.query) == bool(args.evaluate):
+        raise UserError("give either --query IMAGE... or --evaluate SPLIT")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    out = Path(args.out) if args.out else None
+    progress = not args.quiet
+    common = dict(device=args.device, workers=args.workers, progress=progress)
+
+    if args.evaluate:
+        from ..features.knn import evaluate_knn, format_evaluation
+
+        r = evaluate_knn(args.checkpoint, args.data, args.evaluate, k=args.k, layer=args.layer,
+                         pixels=not args.no_pixels, batch_size=args.batch_size, cache=not args.no_cache, **common)
+        print(json.dumps(r) if args.json else format_evaluation(r))
+        if out:
+            _write(out, "knn.json", r)
+        return 0
+
+    from ..features.neighbors import find_neighbors
+
+    model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
+    res = find_neighbors(args.checkpoint, args.data, args.query, k=args.k, layer=args.layer,
+                         batch_size=args.batch_size, cache=not args.no_cache, model=model, ckpt=ckpt, **common)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for r in res:
+            print(r["query"])
+            for j, n in enumerate(r["neighbors"], 1):
+                print(f"  {j:>3}. train id {n['id']:<7} distance {n['distance']:<10.4g} {n['class']}")
+    if out:
+        from ..features.neighbors import neighbor_panels
+        from ..viz.figures import neighbors_figure, save_figure
+
+        _write(out, "neighbors.json", res)
+        if args.layer == "fc7":
+            panels = neighbor_panels(args.checkpoint, args.data, args.query, k=args.k, model=model, ckpt=ckpt,
+                                     results=res, **common)
+            save_figure(neighbors_figure(panels), out / "neighbors.png")
+        if not args.json:
+            print(f"wrote {out / 'neighbors.json'}" + (f" and {out / 'neighbors.png'}" if args.layer == "fc7" else ""))
+    return 0

@@ -1,0 +1,37 @@
+"""``alexnet predict CHECKPOINT IMAGE... [--topk 5] [--tta center|10crop] [--json]``."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="class names and probabilities for image files",
+                       description="Classify image files with a checkpoint. Each image is preprocessed as the "
+                                   "checkpoint's eval transform says (shorter side to 256, centre crop); 10crop "
+                                   "averages the softmax of the four corners, the centre and their reflections.")
+    p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--topk", type=int, default=5, help="classes to list per image (default 5)")
+    p.add_argument("--tta", choices=("center", "10crop"), default="center", help="test-time views (default center)")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"image", "top": [{"class", "id", "index", "prob"}, ...]}]')
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..features.predict import predict
+
+    results = predict(args.checkpoint, args.images, topk=args.topk, tta=args.tta, device=args.device,
+                      batch_size=max(1, args.batch_size))
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            name = t["class"] if t["class"] == t["id"] else f"{t['class']} ({t['id']})"
+            print(f"  {100 * t['prob']:6.2f}%  {name}")
+    return 0

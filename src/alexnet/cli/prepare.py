@@ -1,0 +1,39 @@
+"""``alexnet prepare SRC OUT [--size 256] [--workers N]``: a source into shards, index, stats, meta."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="convert an image folder, ILSVRC-2012, IDX or CIFAR files into shards with mean and PCA statistics",
+        description="Detects the source kind, rescales every image (shorter side to --size, central square; "
+                    "images of 64 px or less keep their size, stored raw), packs tar shards and writes "
+                    "OUT/meta.json, OUT/stats.npz and OUT/skipped.txt. Rerunning resumes an interrupted run.")
+    p.add_argument("src", help="source folder (train/<class>/..., ILSVRC-2012, MNIST-format IDX, CIFAR batches)")
+    p.add_argument("out", help="output folder (new, or an unfinished prepare of the same source)")
+    p.add_argument("--size", type=int, default=256, help="side of the stored square images in pixels (default 256)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="skip images declaring more pixels than this (decompression bombs; default 89,478,485)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data import prepare
+    from ..data.images import MAX_PIXELS
+
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UserError(f"--max-pixels must be positive, not {args.max_pixels}")
+    s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=not args.no_progress,
+                max_pixels=args.max_pixels or MAX_PIXELS)
+    splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
+    skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"
+    resumed = f", {s['resumed_shards']} shards already done" if s["resumed_shards"] else ""
+    print(f"{s['source']}: {splits} images of {s['size']}x{s['size']}x{s['channels']} ({s['format']}), "
+          f"{s['classes']} classes, {skipped}; {s['seconds']:.1f} s, {s['images_per_s']:.0f} images/s{resumed} "
+          f"-> {args.out}")
+    return 0

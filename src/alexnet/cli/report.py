@@ -1,0 +1,35 @@
+"""``alexnet report RUN_DIR [--data PREPARED] [--checkpoint CKPT]``: one self-contained HTML page."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="self-contained HTML report of a run (config, curves, metrics, figures)",
+                       description="Write RUN_DIR/report.html: config, training curves, final metrics (centre "
+                                   "and 10-crop), conv1 kernels, fc7 neighbours, kNN scores and confusion matrix, "
+                                   "figures embedded as base64 PNG. Missing parts are noted in the page.")
+    p.add_argument("run", metavar="RUN_DIR", help="run folder written by alexnet train")
+    p.add_argument("--data", help="prepared data folder for neighbours, kNN and confusion matrix")
+    p.add_argument("--checkpoint", help="checkpoint to describe (default RUN_DIR/best.ckpt, else last.ckpt)")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+    p.add_argument("--split", default="val", help="split for queries, kNN and confusion (default val)")
+    p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
+    p.add_argument("--queries", type=int, default=6, help="query images shown (default 6)")
+    p.add_argument("--no-knn", action="store_true", help="skip the fc7-vs-pixels kNN scores")
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..viz.report import write_report
+
+    if args.k < 1 or args.queries < 1:
+        raise UserError("-k and --queries must be at least 1")
+    path = write_report(args.run, data=args.data, checkpoint=args.checkpoint, out=args.out, k=args.k,
+                        queries=args.queries, split=args.split, knn=not args.no_knn, device=args.device,
+                        workers=args.workers, progress=not args.quiet)
+    print(path)
+    return 0

@@ -1,0 +1,95 @@
+"""``alexnet viz filters|neighbors|curves|confusion ...``: the paper's figures as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _common(p, out_default: str) -> None:
+    p.add_argument("--out", default=out_default, help=f"PNG file to write (default {out_default})")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("viz", help="figures: conv1 kernels, neighbours, training curves, confusion matrix",
+                       description="Draw the paper's figures (PNG) for a checkpoint or a run.")
+    vs = p.add_subparsers(dest="figure", metavar="FIGURE")
+
+    f = vs.add_parser("filters", help="conv1's kernels, one grid per tower side by side (Figure 3)")
+    f.add_argument("checkpoint")
+    f.add_argument("--layer", default="conv1", help="convolution whose kernels to show (default conv1)")
+    _common(f, "filters.png")
+
+    n = vs.add_parser("neighbors", help="query images each followed by their nearest training images (Figure 4)")
+    n.add_argument("checkpoint")
+    n.add_argument("--data", required=True, help="prepared data folder")
+    n.add_argument("--query", nargs="+", metavar="IMAGE", help="query image files (default: images of --split)")
+    n.add_argument("--split", default="val", help="split to take queries from when no --query (default val)")
+    n.add_argument("--count", type=int, default=6, help="queries taken from --split (default 6)")
+    n.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
+    n.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    n.add_argument("--device", default="auto")
+    _common(n, "neighbors.png")
+
+    c = vs.add_parser("curves", help="training loss, validation error and learning rate from metrics.jsonl")
+    c.add_argument("run", help="run folder or its metrics.jsonl")
+    c.add_argument("--out", default=None, help="PNG file to write (default RUN/curves.png)")
+
+    m = vs.add_parser("confusion", help="confusion matrix of a split")
+    m.add_argument("checkpoint")
+    m.add_argument("--data", required=True, help="prepared data folder")
+    m.add_argument("--split", default="val")
+    m.add_argument("--tta", choices=("center", "10crop"), default="center")
+    m.add_argument("--batch-size", type=int, default=256)
+    m.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    m.add_argument("--device", default="auto")
+    _common(m, "confusion.png")
+
+    p.set_defaults(func=run, _viz_parser=p)
+
+
+def run(args) -> int:
+    from ..viz import figures
+
+    kind = getattr(args, "figure", None)
+    if kind is None:
+        args._viz_parser.print_help()
+        return 2
+    if kind == "filters":
+        from ..features.extract import load_model_for_features
+
+        model, ckpt, path = load_model_for_features(args.checkpoint, "cpu")
+        fig = figures.filters_figure(model, args.layer, f"{args.layer} kernels of {path.name} ({ckpt['model']['name']})")
+    elif kind == "neighbors":
+        from ..features.extract import load_model_for_features
+        from ..features.neighbors import neighbor_panels, split_neighbor_panels
+
+        if args.k < 1 or args.count < 1:
+            raise UserError("-k and --count must be at least 1")
+        model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
+        kw = dict(k=args.k, device=args.device, workers=args.workers, model=model, ckpt=ckpt)
+        if args.query:
+            panels = neighbor_panels(args.checkpoint, args.data, args.query, **kw)
+        else:
+            panels = split_neighbor_panels(args.checkpoint, args.data, args.split, count=args.count, **kw)
+        fig = figures.neighbors_figure(panels)
+    elif kind == "curves":
+        run_path = Path(args.run)
+        records = figures.read_metrics(run_path)
+        if args.out is None:
+            args.out = str((run_path if run_path.is_dir() else run_path.parent) / "curves.png")
+        fig = figures.curves_figure(records, f"{run_path.resolve().name}")
+    elif kind == "confusion":
+        from ..features.extract import _class_names, load_model_for_features
+        from ..features.predict import confusion_matrix
+
+        model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
+        cm = confusion_matrix(args.checkpoint, args.data, args.split, tta=args.tta, batch_size=max(1, args.batch_size),
+                              workers=args.workers, model=model, ckpt=ckpt)
+        fig = figures.confusion_figure(cm, _class_names(ckpt))
+    else:  # argparse rejects anything else
+        raise UserError(f"unknown figure {kind!r}")
+    out = figures.save_figure(fig, args.out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,132 @@
+"""One image file -> the paper's square: RGB (or L), shorter side rescaled, centre crop.
+
+:func:`load_square` is the only place where source files are decoded. It
+turns every mode Pillow reads into 8-bit RGB (or L for one channel):
+
+* EXIF orientation is applied first (``ImageOps.exif_transpose``);
+* 16-bit and 32-bit integer grey (``I;16*``, ``I``) is scaled to 8 bits
+  (``I`` holding no value above 255 is taken as 8-bit), float grey clipped;
+* transparency (RGBA, LA, palette with a transparent colour) is composited
+  over white, so transparent pixels do not show their hidden colour;
+* CMYK, palette, YCbCr, 1-bit, ... go through Pillow's ``convert``.
+
+Then the shorter side is rescaled to ``side`` and the central square cut
+(one ``resize`` with a source box, bicubic, antialiased), as the paper
+prepares ImageNet. Large JPEGs are decoded at a reduced DCT scale (Pillow's
+``draft``) that still leaves the shorter side >= ``side``.
+
+A file that cannot be used raises :class:`BadImage` with a one-line reason:
+empty, not an image, truncated or corrupt, or declaring more pixels than
+``max_pixels`` (a decompression bomb: refused before any pixel is decoded).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GB of RGB)
+
+
+class BadImage(Exception):
+    """A source file that is skipped; ``str(e)`` is the reason listed in skipped.txt."""
+
+
+def to_mode(im: Image.Image, channels: int = 3) -> Image.Image:
+    """``im`` as 8-bit ``RGB`` (``channels=3``) or ``L`` (``channels=1``), see the module docstring."""
+    target = "RGB" if channels == 3 else "L"
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
+        im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+    elif mode == "F":
+        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    if im.mode != target:
+        im = im.convert(target)
+    return im
+
+
+def square(im: Image.Image, side: int) -> Image.Image:
+    """Rescale the shorter side of ``im`` to ``side`` and cut the central ``side x side``."""
+    w, h = im.size
+    s = min(w, h)
+    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    if (w, h) == (side, side):
+        return im
+    return im.resize((side, side), Image.Resampling.BICUBIC, box=box)
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` lazily (header only), refusing empty files, non-images and decompression bombs."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadImage("empty file (0 bytes)")
+    except OSError as e:
+        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked from the header just below
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImage(f"cannot open: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise BadImage(f"decompression bomb: declares {w} x {h} = {w * h} pixels, over the limit of {max_pixels}")
+    if w < 1 or h < 1:
+        im.close()
+        raise BadImage(f"declares an empty size {w} x {h}")
+    return im
+
+
+def load_square(path: str | os.PathLike, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring)."""
+    source = im = open_image(path, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if im.format == "JPEG":
+                w, h = im.size
+                scale = side / min(w, h)
+                im.draft(im.mode, (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
+            im = ImageOps.exif_transpose(im)
+            im = square(to_mode(im, channels), side)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"decompression bomb: {e}") from None
+    except MemoryError:
+        raise BadImage("cannot decode: out of memory") from None
+    except Exception as e:  # a broken file raises anything from OSError to struct.error: skip it, never crash
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadImage(f"cannot decode: {msg}") from None
+    finally:
+        source.close()
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr
+
+
+def probe_size(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of ``path``, or None if it is not a usable image."""
+    try:
+        im = open_image(path, max_pixels)
+    except BadImage:
+        return None
+    size = im.size
+    im.close()
+    return size

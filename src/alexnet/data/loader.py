@@ -1,0 +1,340 @@
+"""``make_loader``: batches from the prepared shards, deterministic, DDP-aware.
+
+Reading. Every sample is found through ``<split>.index.npy`` in a
+memory-mapped shard: a JPEG is one slice, decoded by libjpeg-turbo
+(``torchvision.io.decode_jpeg`` on the whole batch); raw samples (64 px or
+less) are copied straight out of the mapped file, so a small dataset is held
+in memory once, by the page cache, whatever the number of workers.
+
+Order. Training shuffles every epoch with a permutation drawn from
+``(seed, epoch)``; evaluation keeps the stored order.
+
+Ranks (``world_size`` W, ``rank`` r):
+
+* training: the ranks share one permutation per epoch, drawn from
+  ``(seed, epoch)``, whose first ``W * (N // W)`` samples are cut into
+  global batches of ``W * B`` consecutive samples; rank r takes the r-th
+  ``B`` of each (what is left after the last whole global batch is cut into
+  W equal parts). So W processes at batch B see exactly the global batches
+  one process at batch ``W * B`` sees, the ranks read disjoint samples and
+  make the same number of batches; the ``N % W`` samples left at the end of
+  the permutation sit out that epoch (others next epoch). ``drop_last``, the
+  default in training, drops the last partial batch; ``drop_last=False``
+  keeps it, of equal size on every rank.
+* evaluation: the stored order is cut into W contiguous parts whose sizes
+  differ by at most one; every sample is visited exactly once over all
+  ranks, with no padding duplicates (ranks may make different numbers of
+  batches; the last batch of a rank may be partial).
+
+Randomness. Each sample's crop, flip and lighting are drawn from uniforms
+that depend only on ``(seed, epoch, sample id)`` (a counter-based hash,
+:func:`sample_uniforms`), so a sample gets the same augmentation whatever
+the batch it lands in, the number of processes (DDP training equals one
+process with the same global batch), the number of workers or the start
+batch. ``set_epoch(e, start_batch=j)`` starts at batch j of epoch e with
+exactly the batches an uninterrupted epoch would have made from j on.
+
+Pixels stay uint8 through decoding and the crop; the last step (float, /255,
+lighting, minus the mean image or colour, or ``normalize``) runs in the
+worker, or on ``device`` (e.g. ``"cuda"``): then the workers only read bytes
+and the batch is decoded (``decode_jpeg(..., device="cuda")``) and augmented
+on the GPU, with the same random draws as on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .prepare import read_meta
+from .shards import decode_jpegs
+from .stats import load_stats
+from .transforms import SMALL, EvalTransform, TrainTransform, default_padding
+
+
+def rank_order(n: int, train: bool, seed: int, epoch: int, rank: int, world_size: int, batch_size: int = 1) -> np.ndarray:
+    """The sample ids rank ``rank`` reads in ``epoch``, in order (see the module docstring)."""
+    if train:
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        per = n // world_size
+        whole = per // batch_size  # global batches of world_size * batch_size
+        head = perm[:whole * batch_size * world_size].reshape(whole, world_size, batch_size)[:, rank].ravel()
+        tail = perm[whole * batch_size * world_size:per * world_size]
+        rest = per - whole * batch_size
+        return np.concatenate([head, tail[rank * rest:(rank + 1) * rest]])
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return np.arange(start, start + base + (1 if rank < extra else 0))
+
+
+def _output(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 batch; in a loader worker, in shared memory, so handing it over copies nothing
+    (as ``default_collate`` does for its batches)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0).new(storage).view(shape)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(x):
+    """SplitMix64's output function (Steele, Lea and Flood 2014), vectorised over uint64."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_uniforms(seed: int, epoch: int, ids, count: int) -> torch.Tensor:
+    """``len(ids) x count`` float64 uniforms in [0, 1) that depend only on ``(seed, epoch, sample id)``."""
+    with np.errstate(over="ignore"):
+        key = _splitmix(_splitmix(np.uint64(seed % 2**64)) ^ np.uint64(epoch % 2**64))
+        base = _splitmix(key ^ np.asarray(ids, dtype=np.uint64))
+        streams = _splitmix(base[:, None] + np.arange(count, dtype=np.uint64)[None, :] * _GOLDEN)
+    return torch.from_numpy((streams >> np.uint64(11)).astype(np.float64) * 2.0**-53)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch k of an epoch, by key ``(epoch, k)``; read and transformed in a worker."""
+
+    def __init__(self, root: Path, meta: dict, split: str, index: np.ndarray, transform, train: bool,
+                 batch_size: int, seed: int, rank: int, world_size: int, on_device: bool):
+        self.root, self.shards = root, meta["shards"][split]
+        self.format, self.size, self.channels = meta["format"], int(meta["size"]), int(meta.get("channels", 3))
+        self.index, self.transform, self.train = index, transform, train
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.on_device = on_device
+        if self.format == "jpg":
+            import torchvision.io  # noqa: F401  (loaded once here: forked workers then start decoding at once)
+        self._maps: dict[int, np.memmap] = {}
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_maps"], state["_order"] = {}, None
+        return state
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, rank_order(len(self.index), self.train, self.seed, epoch, self.rank, self.world_size,
+                                             self.batch_size))
+        return self._order[1]
+
+    def _map(self, shard: int) -> np.memmap:
+        m = self._maps.get(shard)
+        if m is None:
+            m = self._maps[shard] = np.memmap(self.root / self.shards[shard], dtype=np.uint8, mode="r")
+        return m
+
+    def read(self, ids: np.ndarray):
+        """``(payload, labels)``: a list of JPEG byte tensors, or a ``B x C x H x W`` uint8 batch."""
+        rows = self.index[ids]
+        labels = torch.from_numpy(rows[:, 3].astype(np.int64))
+        if self.format == "jpg":
+            data = [torch.from_numpy(np.array(self._map(int(s))[o:o + n])) for s, o, n in rows[:, :3].tolist()]
+            return data, labels
+        out = np.empty((len(rows), self.size * self.size * self.channels), np.uint8)
+        for j, (s, o, n) in enumerate(rows[:, :3].tolist()):
+            out[j] = self._map(s)[o:o + n]
+        images = torch.from_numpy(out).view(len(rows), self.size, self.size, self.channels).permute(0, 3, 1, 2)
+        return images.contiguous(), labels
+
+    def decode(self, data, device=None) -> torch.Tensor:
+        return torch.stack(decode_jpegs(data, self.channels, device))
+
+    def params(self, epoch: int, ids: np.ndarray):
+        """The training draws of these samples: a function of (seed, epoch, sample id) only."""
+        if not self.train:
+            return None
+        u = sample_uniforms(self.seed, epoch, ids, self.transform.uniforms_needed(self.channels))
+        return self.transform.sample(len(ids), self.size, self.size, uniforms=u)
+
+    def __getitem__(self, key):
+        epoch, k = key
+        ids = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+        payload, labels = self.read(ids)
+        params = self.params(epoch, ids)
+        if self.on_device:
+            return payload, labels, params
+        if self.format == "jpg":
+            images = decode_jpegs(payload, self.channels)  # a list: the training crop is cut from each, unstacked
+            if not self.train:
+                images = torch.stack(images)
+        else:
+            images = payload
+        b, c = len(images), images[0].shape[0]
+        s = self.transform.crop.size if self.train else self.transform.size
+        shape = (b, c, s, s) if self.train or self.transform.tta == "center" else (b, 10, c, s, s)
+        out = _output(shape)
+        if self.train:
+            return self.transform.apply(images, params, out), labels
+        return self.transform.apply(images, out), labels
+
+
+class _Position:
+    """Where the next iteration starts; shared by the loader and its sampler (no reference cycle,
+    so a dropped loader shuts its workers down at once instead of at a garbage collection)."""
+
+    def __init__(self, epoch: int, start_batch: int, batches: int):
+        self.epoch, self.start_batch, self.batches = epoch, start_batch, batches
+
+
+class _Keys(torch.utils.data.Sampler):
+    """``(epoch, k)`` for the batches of the current epoch, from its start batch."""
+
+    def __init__(self, position: _Position):
+        self.position = position
+
+    def __iter__(self):
+        p = self.position
+        return iter([(p.epoch, k) for k in range(p.start_batch, p.batches)])
+
+    def __len__(self) -> int:
+        return max(0, self.position.batches - self.position.start_batch)
+
+
+class ShardLoader:
+    """An epoch of ``(images, labels)`` batches; see :func:`make_loader` and the module docstring."""
+
+    def __init__(self, prepared_dir, split: str, batch_size: int, train: bool = True, tta: str = "center",
+                 input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
+                 start_batch: int = 0, device=None, normalize: dict | None = None):
+        root = Path(prepared_dir)
+        self.meta = meta = read_meta(root)
+        if split not in meta.get("splits", {}):
+            raise UserError(f"{root} has no split {split!r} (splits: {', '.join(meta.get('splits', {}))})")
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, not {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise UserError(f"rank {rank} is not in a world of {world_size}")
+        if tta not in ("center", "10crop"):
+            raise UserError(f"tta must be 'center' or '10crop', not {tta!r}")
+        if mean not in ("image", "rgb"):
+            raise UserError(f"mean must be 'image' or 'rgb', not {mean!r}")
+        if num_workers < 0:
+            raise UserError(f"num_workers must be 0 or more, not {num_workers}")
+        size = int(meta["size"])
+        if input_size is None:
+            input_size = size if size <= SMALL else min(224, size)
+        if not 1 <= input_size <= size:
+            raise UserError(f"input size {input_size} does not fit the prepared images of {size} px")
+        index_path = root / f"{split}.index.npy"
+        if not index_path.is_file():
+            raise UserError(f"{index_path} is missing: prepare {root} again")
+        index = np.load(index_path, mmap_mode="r")
+        index = np.asarray(index, dtype=np.int64)
+        stats = load_stats(root)
+        padding = default_padding(size)
+        if train:
+            transform = TrainTransform(input_size, stats, padding, lighting, mean, normalize)
+        else:
+            transform = EvalTransform(input_size, stats, tta, padding, mean, normalize)
+
+        self.split, self.train, self.tta, self.input_size = split, train, tta, int(input_size)
+        self.batch_size, self.seed, self.rank, self.world_size = int(batch_size), int(seed), int(rank), int(world_size)
+        self.drop_last = train if drop_last is None else bool(drop_last)
+        self.classes, self.class_names = list(meta["classes"]), list(meta.get("class_names", meta["classes"]))
+        self.device = torch.device(device) if device is not None and torch.device(device).type != "cpu" else None
+        self.num_workers = int(num_workers)
+        self.transform = transform
+        self._batches = _Batches(root, meta, split, index, transform, train, self.batch_size, self.seed,
+                                 self.rank, self.world_size, self.device is not None)
+        self._rank_samples = len(rank_order(len(index), train, self.seed, 0, self.rank, self.world_size, self.batch_size))
+        self._position = _Position(int(epoch), int(start_batch), len(self))
+        self._loader = None
+        if train and len(self) == 0:
+            raise UserError(f"split {split!r} gives this process {self._rank_samples} samples: "
+                            f"fewer than one batch of {batch_size}")
+
+    # ------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (including any skipped by ``start_batch``)."""
+        n, b = self._rank_samples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank yields per epoch."""
+        return len(self) * self.batch_size if self.drop_last else self._rank_samples
+
+    @property
+    def epoch(self) -> int:
+        return self._position.epoch
+
+    @property
+    def start_batch(self) -> int:
+        return self._position.start_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``, starting at its batch ``start_batch``."""
+        self._position.epoch, self._position.start_batch = int(epoch), int(start_batch)
+
+    def indices(self, epoch: int | None = None) -> np.ndarray:
+        """The sample ids (rows of the split's index) this rank yields in ``epoch``, in order."""
+        order = self._batches.order(self.epoch if epoch is None else epoch)
+        return order[: self.num_samples]
+
+    # ------------------------------------------------------------ iteration
+    def _dataloader(self):
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self._batches, batch_size=None, sampler=_Keys(self._position), num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0, pin_memory=self.device is not None and self.device.type == "cuda",
+                prefetch_factor=2 if self.num_workers > 0 else None,
+                # its own generator: starting an iteration must not draw from the global RNG (a resumed run
+                # restores that RNG for dropout; the batches' randomness is ours, see sample_uniforms)
+                generator=torch.Generator().manual_seed(self.seed))
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is dropped)."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader = None
+
+    def __iter__(self):
+        for item in self._dataloader():
+            if self.device is None:
+                yield item
+                continue
+            payload, labels, params = item
+            b = self._batches
+            if b.format == "jpg":
+                images = b.decode(payload, device=self.device)
+            else:
+                images = payload.to(self.device, non_blocking=True)
+            out = self.transform.apply(images, params) if self.train else self.transform.apply(images)
+            yield out, labels.to(self.device, non_blocking=True)
+
+    def __repr__(self) -> str:
+        return (f"ShardLoader(split={self.split!r}, train={self.train}, batches={len(self)}, batch_size={self.batch_size}, "
+                f"input_size={self.input_size}, rank={self.rank}/{self.world_size}, epoch={self.epoch})")
+
+
+def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, train: bool = True, tta: str = "center",
+                input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
+                start_batch: int = 0, device=None, normalize: dict | None = None) -> ShardLoader:
+    """Batches ``(images float32 B x C x H x W, labels int64 B)`` of ``split`` of a prepared folder.
+
+    ``train``: random crop + flip + PCA lighting (std ``lighting``, 0 for
+    none), shuffled per epoch; else the centre patch (``tta="center"``) or
+    the ten patches (``"10crop"``: ``B x 10 x C x H x W``). ``input_size``:
+    224 for 256 px data, the stored size for small (<= 64 px) data, which is
+    trained with a random crop of the image reflection-padded by size // 8.
+    ``mean``: ``"image"`` (the paper's mean image, cut where the crop was) or
+    ``"rgb"``; ``normalize={"mean": [...], "std": [...]}`` replaces it by
+    ``(x - mean) / std``. See the module docstring for order, ranks and
+    determinism.
+    """
+    return ShardLoader(prepared_dir, split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
+                       num_workers, mean, lighting, drop_last, start_batch, device, normalize)

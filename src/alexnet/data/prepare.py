@@ -1,0 +1,356 @@
+"""``prepare``: any source -> square images in tar shards, an index, statistics, meta.json.
+
+The prepared folder (``OUT``)::
+
+    meta.json            classes, class_names, splits (counts), shards, size, channels,
+                         format (jpg | raw), source, version; written last
+    stats.npz            mean_image, mean_rgb, eigval, eigvec (and cov, count) of train,
+                         for pixel values in [0, 1] (see alexnet.data.stats)
+    skipped.txt          one line per unusable source file: path <TAB> reason
+    <split>-NNNNNN.tar   the shards (see alexnet.data.shards)
+    <split>.index.npy    (shard, offset, size, label) per sample, for random access
+    .prepare/            the plan and one part file per finished shard (for resuming)
+
+Images larger than 64 px are rescaled (shorter side to ``size``, 256 by
+default), centre-cropped and stored as JPEG (quality 95). Sources whose
+images are 64 px or smaller (IDX, CIFAR, a small generated folder) are not
+upscaled: they keep their own size (a folder's: its largest shorter side, or
+``size`` if smaller; IDX and CIFAR: always their own) and are stored raw,
+uint8, lossless; so is anything prepared with ``size <= 64``. Folder
+sources are probed on 32 training files to tell.
+
+Resumable and atomic: the work is cut into shards with a fixed plan; a shard
+counts as done once its tar and then its part file (its index rows, skipped
+files and statistics sums) have been renamed into place, so a killed run
+never leaves half a shard counted. A rerun with the same source and settings
+redoes only the missing shards; other settings into the same OUT are refused.
+Statistics are summed per shard while it is written (one pass, float64) and
+merged at the end. The shards of the jpg format are statistics of the JPEG
+as stored, decoded by the loader's decoder, so the mean subtracted in
+training is the mean of what the loader yields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UserError
+from .images import MAX_PIXELS, BadImage, load_square, probe_size
+from .shards import ShardWriter, atomic_write_bytes, decode_jpegs, remove_temporaries, shard_name
+from .sources import Source, open_source
+from .stats import STATS_FILE, PixelStats
+
+VERSION = 1
+SMALL = 64  # images with a side this small or smaller are kept at their own size, raw
+JPEG_QUALITY = 95
+SHARD_BYTES = 64 << 20  # target size of one shard
+META_FILE, SKIPPED_FILE, WORK_DIR = "meta.json", "skipped.txt", ".prepare"
+
+
+@dataclass
+class Task:
+    split: str
+    number: int
+    start: int
+    stop: int
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def samples_per_shard(fmt: str, side: int, channels: int) -> int:
+    """Samples per shard so that one shard is about SHARD_BYTES (a JPEG taken as 1/4 of raw)."""
+    pixels = side * side * channels
+    per_sample = (pixels // 4 if fmt == "jpg" else pixels + 128) + 3 * 512  # + tar headers and .cls
+    return max(1, SHARD_BYTES // per_sample)
+
+
+def choose_side(source: Source, size: int, max_pixels: int) -> tuple[int, str]:
+    """``(side, format)``: small sources keep their size (raw); others get ``size`` (jpg unless small)."""
+    train = source.splits["train"]
+    if source.is_array:
+        h, w = train.images.shape[1:3]
+        if h != w:
+            raise UserError(f"{source.root}: images of {h} x {w} are not square")
+        return int(h), "raw"
+    files = train.files
+    probe = [files[int(i)][0] for i in np.linspace(0, len(files) - 1, min(32, len(files)))]
+    sizes = [s for s in (probe_size(p, max_pixels) for p in probe) if s is not None]
+    if sizes and max(min(s) for s in sizes) <= SMALL:  # small images: never upscaled
+        return int(min(size, max(min(s) for s in sizes))), "raw"
+    return int(size), ("raw" if size <= SMALL else "jpg")
+
+
+def fingerprint(source: Source, settings: dict) -> str:
+    """A hash of the source listing (or array bytes) and the settings: a rerun must match it."""
+    h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    for name, split in sorted(source.splits.items()):
+        h.update(name.encode())
+        if split.files is not None:
+            for path, label in split.files:
+                h.update(f"{os.path.relpath(path, source.root)}\0{label}\n".encode())
+        else:
+            h.update(str(split.images.shape).encode())
+            h.update(np.ascontiguousarray(split.images).data)
+            h.update(np.ascontiguousarray(split.labels).data)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- workers
+_SOURCE: Source | None = None
+_SETTINGS: dict = {}
+_COUNTER = None
+
+
+def _init_worker(source, settings, counter, in_pool: bool = True) -> None:
+    global _SOURCE, _SETTINGS, _COUNTER
+    _SOURCE, _SETTINGS, _COUNTER = source, settings, counter
+    if not in_pool:
+        return
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def _tick(n: int) -> None:
+    if _COUNTER is not None and n:
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes, channels: int) -> np.ndarray:
+    """Decode as the loader does (torchvision's libjpeg-turbo): H x W x C uint8."""
+    import torch
+
+    return decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], channels)[0].permute(1, 2, 0).numpy()
+
+
+def _run_task(task: Task) -> tuple[str, int, int, int]:
+    source, s = _SOURCE, _SETTINGS
+    split = source.splits[task.split]
+    out = Path(s["out"])
+    side, fmt, channels = s["side"], s["format"], s["channels"]
+    writer = ShardWriter(out / shard_name(task.split, task.number))
+    stats = PixelStats(side, side, channels) if task.split == "train" else None
+    pending: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    done = 0
+    try:
+        for i in range(task.start, task.stop):
+            key = f"{task.split}_{i:08d}"
+            if split.files is not None:
+                path, label = split.files[i]
+                try:
+                    image = load_square(path, side, channels, s["max_pixels"])
+                except BadImage as e:
+                    skipped.append((path, str(e)))
+                    done += 1
+                    continue
+            else:
+                image, label = split.images[i], int(split.labels[i])
+            if fmt == "jpg":
+                data = encode_jpeg(image)
+                writer.add(key, label, jpg=data)
+                stored = decode_jpeg(data, channels) if stats is not None else None
+            else:
+                writer.add(key, label, array=image)
+                stored = image
+            if stats is not None:
+                pending.append(stored)
+                if len(pending) >= 64:
+                    stats.add(np.stack(pending))
+                    pending.clear()
+            done += 1
+            if done % 16 == 0:
+                _tick(16)
+        if stats is not None and pending:
+            stats.add(np.stack(pending))
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _tick(done % 16)
+    part = {
+        "index": np.array(writer.index, dtype=np.int64).reshape(-1, 3),
+        "skipped_path": np.array([p for p, _ in skipped], dtype=str),
+        "skipped_reason": np.array([r for _, r in skipped], dtype=str),
+    }
+    if stats is not None:
+        part.update({f"stats_{k}": v for k, v in stats.state().items()})
+    buf = io.BytesIO()
+    np.savez(buf, **part)
+    atomic_write_bytes(out / WORK_DIR / f"{task.split}-{task.number:06d}.npz", buf.getvalue())
+    return task.split, task.number, len(writer.index), len(skipped)
+
+
+# ---------------------------------------------------------------- driver
+def _check_out(out: Path, fp: str) -> None:
+    plan = out / WORK_DIR / "plan.json"
+    if plan.is_file():
+        if json.loads(plan.read_text()).get("fingerprint") != fp:
+            raise UserError(f"{out} holds a prepare of other data or settings: remove it or choose another folder")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty (and is not an unfinished prepare): choose another folder")
+
+
+def _done(out: Path, task: Task) -> bool:
+    return (out / shard_name(task.split, task.number)).is_file() and (
+        out / WORK_DIR / f"{task.split}-{task.number:06d}.npz").is_file()
+
+
+def _run_all(tasks, source, settings, workers: int, progress: bool, total: int) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            counter = mp.Value("q", 0)
+            _init_worker(source, settings, counter, in_pool=False)
+            for t in tasks:
+                _run_task(t)
+                bar.update(counter.value - bar.n)
+            return
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        counter = ctx.Value("q", 0)
+        with ctx.Pool(workers, _init_worker, (source, settings, counter)) as pool:
+            result = pool.map_async(_run_task, tasks, chunksize=1)
+            while not result.ready():
+                result.wait(0.25)
+                bar.update(counter.value - bar.n)
+            result.get()  # raises a worker's exception here
+            bar.update(counter.value - bar.n)
+    finally:
+        bar.close()
+
+
+def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, workers: int | None = None,
+            progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None) -> dict:
+    """Prepare ``src`` into ``out`` (see the module docstring); returns a summary dict.
+
+    ``workers``: processes (default: every core). ``shard_size``: samples
+    per shard (default: about 64 MB of data per shard).
+    """
+    t0 = time.perf_counter()
+    if size < 1:
+        raise UserError(f"--size must be positive, not {size}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    source = open_source(src)
+    out = Path(out)
+    side, fmt = choose_side(source, size, max_pixels)
+    channels = source.channels
+    per_shard = int(shard_size) if shard_size else samples_per_shard(fmt, side, channels)
+    for name, split in source.splits.items():
+        labels = split.labels if split.labels is not None else np.array([label for _, label in split.files or []])
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(source.classes)):
+            raise UserError(f"{source.root}: {name} labels outside 0..{len(source.classes) - 1}")
+    settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,
+                "max_pixels": int(max_pixels), "kind": source.kind, "quality": JPEG_QUALITY}
+    fp = fingerprint(source, settings)
+    _check_out(out, fp)
+    (out / WORK_DIR).mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    remove_temporaries(out / WORK_DIR)
+    atomic_write_bytes(out / WORK_DIR / "plan.json", json.dumps({"fingerprint": fp, "settings": settings}).encode())
+
+    tasks = [Task(name, k, start, min(start + per_shard, len(split)))
+             for name, split in source.splits.items() for k, start in enumerate(range(0, len(split), per_shard))]
+    todo = [t for t in tasks if not _done(out, t)]
+    total = sum(t.stop - t.start for t in todo)
+    workers = min(workers or default_workers(), max(1, len(todo)))
+    _run_all(todo, source, {**settings, "out": str(out)}, workers, progress, total)
+    summary = _finish(source, out, tasks, settings)
+    elapsed = time.perf_counter() - t0
+    summary.update(seconds=elapsed, resumed_shards=len(tasks) - len(todo), processed=total,
+                   images_per_s=total / elapsed if elapsed > 0 else 0.0, workers=workers)
+    return summary
+
+
+def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dict:
+    """Merge the part files into the indexes, skipped.txt, stats.npz and, last, meta.json."""
+    skipped = [entry for split in source.splits.values() for entry in split.skipped]
+    counts, shards, stats = {}, {}, None
+    for name in source.splits:
+        rows = []
+        shards[name] = []
+        for t in (t for t in tasks if t.split == name):
+            with np.load(out / WORK_DIR / f"{name}-{t.number:06d}.npz", allow_pickle=False) as part:
+                index = part["index"]
+                rows.append(np.column_stack([np.full(len(index), len(shards[name]), np.int64), index]))
+                skipped.extend(zip(part["skipped_path"].tolist(), part["skipped_reason"].tolist()))
+                if name == "train":
+                    s = PixelStats.from_state({k[6:]: part[k] for k in part.files if k.startswith("stats_")})
+                    if stats is None:
+                        stats = s
+                    else:
+                        stats.merge(s)
+            shards[name].append(shard_name(name, t.number))
+        index = np.concatenate(rows) if rows else np.zeros((0, 4), np.int64)
+        buf = io.BytesIO()
+        np.save(buf, index, allow_pickle=False)
+        atomic_write_bytes(out / f"{name}.index.npy", buf.getvalue())
+        counts[name] = len(index)
+    atomic_write_bytes(out / SKIPPED_FILE, "".join(f"{p}\t{r}\n" for p, r in skipped).encode())
+    if not counts.get("train"):
+        raise UserError(f"no usable training images in {source.root} ({len(skipped)} skipped, see {out / SKIPPED_FILE})")
+    buf = io.BytesIO()
+    np.savez(buf, **stats.finish())
+    atomic_write_bytes(out / STATS_FILE, buf.getvalue())
+    meta = {
+        "classes": source.classes,
+        "class_names": source.class_names,
+        "splits": counts,
+        "shards": shards,
+        "size": settings["side"],
+        "channels": settings["channels"],
+        "format": settings["format"],
+        "source": source.kind,
+        "version": VERSION,
+        "skipped": len(skipped),
+        "jpeg_quality": JPEG_QUALITY if settings["format"] == "jpg" else None,
+        "written_by": f"alexnet {__version__}",
+    }
+    atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+    return {"out": str(out), "source": source.kind, "splits": counts, "skipped": len(skipped),
+            "size": settings["side"], "format": settings["format"], "channels": settings["channels"],
+            "classes": len(source.classes)}
+
+
+def read_meta(prepared_dir: str | os.PathLike) -> dict:
+    """The meta.json of a prepared folder (a one-line error when it is not one)."""
+    path = Path(prepared_dir) / META_FILE
+    if not path.is_file():
+        raise UserError(f"{prepared_dir} is not a prepared data folder (no {META_FILE}): run `alexnet prepare` first")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if meta.get("version") != VERSION:
+        raise UserError(f"{path}: prepared-data version {meta.get('version')} is not {VERSION}: prepare it again")
+    return meta

@@ -1,0 +1,379 @@
+"""Readers: every supported source as one :class:`Source`.
+
+``open_source(path)`` detects the kind and returns the class list and, per
+split, either a list of image files with labels (``folder``, ``ilsvrc2012``)
+or whole uint8 arrays (``idx``, ``cifar10``, ``cifar100``):
+
+=============  ==============================================================
+kind           layout
+=============  ==============================================================
+``folder``     ``ROOT/train/<class>/**`` and ``ROOT/val/<class>/**``
+               (optionally ``ROOT/test/<class>/**``); any file Pillow reads.
+               Classes: the sorted folder names of ``train``.
+``ilsvrc2012`` ILSVRC-2012 as distributed: ``train/<wnid>/*.JPEG`` and a flat
+               ``val/`` of ``ILSVRC2012_val_%08d.JPEG`` labelled by either the
+               devkit (``ILSVRC2012_validation_ground_truth.txt`` + ``meta.mat``)
+               or Kaggle's ``LOC_val_solution.csv`` (+ ``LOC_synset_mapping.txt``
+               for names), found anywhere under ROOT (3 levels deep). Kaggle's
+               ``ILSVRC/Data/CLS-LOC/{train,val}`` is found too. The unlabelled
+               test images are not read.
+``idx``        MNIST-format files ``train-images-idx3-ubyte[.gz]``,
+               ``train-labels-idx1-ubyte[.gz]``, ``t10k-...`` (MNIST,
+               Fashion-MNIST); one channel. t10k becomes the ``val`` split.
+``cifar10``    ``data_batch_1..5``, ``test_batch``, ``batches.meta`` (the
+               python pickles), in ROOT or ``ROOT/cifar-10-batches-py``.
+``cifar100``   ``train``, ``test``, ``meta`` (fine labels), in ROOT or
+               ``ROOT/cifar-100-python``.
+=============  ==============================================================
+
+Classes are sorted synset / folder ids for file sources and the label order
+of the files for array sources; ``class_names`` are human-readable names in
+the same order where the source has them (devkit ``words``, Kaggle's synset
+mapping, CIFAR's label names, Fashion-MNIST's names), else the ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+SPLITS = ("train", "val", "test")
+WNID = re.compile(r"^n\d{8}$")
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@dataclass
+class Split:
+    """One split: ``files`` (path, label) for encoded images, or ``images`` N x H x W x C uint8."""
+
+    files: list[tuple[str, int]] | None = None
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) known before decoding
+
+    def __len__(self) -> int:
+        return len(self.files) if self.files is not None else len(self.images)
+
+
+@dataclass
+class Source:
+    kind: str
+    root: Path
+    classes: list[str]
+    class_names: list[str]
+    splits: dict[str, Split]
+    channels: int = 3
+
+    @property
+    def is_array(self) -> bool:
+        return self.kind in ("idx", "cifar10", "cifar100")
+
+
+# ------------------------------------------------------------------ detect
+def open_source(path: str | os.PathLike) -> Source:
+    """Detect the kind of ``path`` and read its listing (arrays for IDX / CIFAR)."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"source not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"source must be a folder, not a file: {root}")
+    names = {p.name for p in root.iterdir() if not p.name.startswith(".")}
+    if not names:
+        raise UserError(f"source folder is empty: {root}")
+    for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
+        d = root / sub if sub else root
+        if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
+            return read_cifar10(d)
+        if (d / "train").is_file() and (d / "meta").is_file():
+            return read_cifar100(d)
+    if any(_IDX_NAME.match(n) for n in names):
+        return read_idx_folder(root)
+    for base in (root, root / "ILSVRC" / "Data" / "CLS-LOC"):
+        if (base / "train").is_dir():
+            return read_folder(root, base)
+    raise UserError(
+        f"{root} is not a known source: expected train/<class>/ folders, ILSVRC-2012, "
+        "MNIST-format IDX files or CIFAR python batches")
+
+
+# ------------------------------------------------------------------ folders
+def _class_dirs(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_under(d: Path) -> list[str]:
+    """Every non-hidden file under ``d``, recursively, in sorted order."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+        out.extend(os.path.join(dirpath, n) for n in sorted(filenames) if not n.startswith("."))
+    return out
+
+
+def _labelled_files(d: Path, index: dict[str, int], split: str) -> list[tuple[str, int]]:
+    items = []
+    for name in _class_dirs(d):
+        if name not in index:
+            raise UserError(f"{d}/{name}: class folder not in train/ (a {split} class must also be a training class)")
+        items.extend((f, index[name]) for f in _files_under(d / name))
+    return items
+
+
+def read_folder(root: Path, base: Path) -> Source:
+    """``base/train/<class>/``, ``base/val/...``; a flat ``val/`` means ILSVRC-2012 as distributed."""
+    classes = _class_dirs(base / "train")
+    if not classes:
+        raise UserError(f"{base / 'train'} has no class folders (expected train/<class>/<images>)")
+    index = {c: i for i, c in enumerate(classes)}
+    names = _synset_names(root, classes)
+    splits = {"train": Split(files=_labelled_files(base / "train", index, "train"))}
+    if not splits["train"].files:
+        raise UserError(f"{base / 'train'} holds no files")
+    kind = "folder"
+    for split in ("val", "test"):
+        d = base / split
+        if not d.is_dir():
+            continue
+        if _class_dirs(d):
+            splits[split] = Split(files=_labelled_files(d, index, split))
+        elif split == "val" and any(f.is_file() for f in d.iterdir()):
+            splits["val"], ilsvrc_names = _ilsvrc_val(root, d, index)
+            names = ilsvrc_names or names
+            kind = "ilsvrc2012"
+        # a flat test/ (ILSVRC's unlabelled test images) has no labels: not read
+    if names is None:
+        names = list(classes)
+    return Source(kind, root, classes, names, splits)
+
+
+def _find(root: Path, filename: str, depth: int = 3) -> Path | None:
+    """The first ``filename`` under ``root`` (breadth first, ``depth`` levels)."""
+    level = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if (d / filename).is_file():
+                return d / filename
+            try:
+                nxt.extend(sorted(p for p in d.iterdir() if p.is_dir() and p.name not in ("train", "val", "test")))
+            except OSError:
+                pass
+        level = nxt
+    return None
+
+
+def _synset_names(root: Path, classes: list[str]) -> list[str] | None:
+    """Names from ``LOC_synset_mapping.txt`` / ``synset_words.txt`` (``wnid name, name``), when present."""
+    if not all(WNID.match(c) for c in classes):
+        return None
+    for fname in ("LOC_synset_mapping.txt", "synset_words.txt"):
+        path = _find(root, fname)
+        if path is not None:
+            mapping = {}
+            for line in path.read_text(encoding="utf-8").splitlines():
+                wnid, _, words = line.strip().partition(" ")
+                if wnid:
+                    mapping[wnid] = words.strip() or wnid
+            return [mapping.get(c, c) for c in classes]
+    return None
+
+
+def read_devkit_meta(path: Path) -> tuple[dict[int, str], dict[str, str]]:
+    """``(ILSVRC2012_ID -> wnid, wnid -> words)`` for the leaf synsets of a devkit ``meta.mat``."""
+    from .matlab import loadmat
+
+    try:
+        synsets = loadmat(path)["synsets"]
+        ids, words = {}, {}
+        for s in synsets:
+            if int(np.asarray(s["num_children"]).reshape(-1)[0]) != 0:
+                continue
+            wnid = str(s["WNID"])
+            ids[int(np.asarray(s["ILSVRC2012_ID"]).reshape(-1)[0])] = wnid
+            words[wnid] = str(s["words"])
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise UserError(f"{path}: not a readable ILSVRC devkit meta.mat ({e})") from None
+    return ids, words
+
+
+def _ilsvrc_val(root: Path, val: Path, index: dict[str, int]) -> tuple[Split, list[str] | None]:
+    """The flat validation folder, labelled by the devkit or by ``LOC_val_solution.csv``."""
+    files = sorted(p for p in val.iterdir() if p.is_file() and not p.name.startswith("."))
+    classes = sorted(index, key=index.get)
+    gt_txt = _find(root, "ILSVRC2012_validation_ground_truth.txt")
+    loc_csv = _find(root, "LOC_val_solution.csv")
+    names = None
+    if gt_txt is not None:
+        meta = gt_txt.parent / "meta.mat"
+        if not meta.is_file():
+            meta = _find(root, "meta.mat")
+        if meta is None:
+            raise UserError(f"{gt_txt} needs the devkit's meta.mat beside it (to map ILSVRC2012_IDs to synsets)")
+        id_to_wnid, words = read_devkit_meta(meta)
+        try:
+            ids = [int(line) for line in gt_txt.read_text().split()]
+        except ValueError:
+            raise UserError(f"{gt_txt}: expected one ILSVRC2012_ID per line") from None
+        # line i labels ILSVRC2012_val_{i:08d}
+        truth = {f"ILSVRC2012_val_{i + 1:08d}": id_to_wnid.get(v) for i, v in enumerate(ids)}
+        names = [words.get(c, c) for c in classes]
+    elif loc_csv is not None:
+        truth = {}
+        with open(loc_csv, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if not header or header[0].strip() != "ImageId":
+                raise UserError(f"{loc_csv}: expected the header ImageId,PredictionString")
+            for row in rows:
+                if len(row) >= 2 and row[1].split():
+                    truth[row[0].strip()] = row[1].split()[0]
+    else:
+        raise UserError(
+            f"{val} is a flat folder of {len(files)} images but no ground truth was found under {root}: "
+            "add the devkit's ILSVRC2012_validation_ground_truth.txt and meta.mat, or LOC_val_solution.csv")
+    split = Split(files=[])
+    for p in files:
+        wnid = truth.get(p.name.split(".")[0])
+        if wnid is None:
+            split.skipped.append((str(p), "no ground-truth label for this file"))
+        elif wnid not in index:
+            split.skipped.append((str(p), f"label {wnid} is not a training class"))
+        else:
+            split.files.append((str(p), index[wnid]))
+    return split, names
+
+
+# ------------------------------------------------------------------ IDX
+_IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[.-]idx([13])-ubyte(\.gz)?$")
+_IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (gzipped or not: detected from its first bytes) as a numpy array."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: broken gzip data ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path}: truncated IDX header")
+    dims = [int(d) for d in np.frombuffer(data, ">u4", ndim, 4)]
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    count = int(np.prod(dims)) if dims else 1
+    start = 4 + 4 * ndim
+    if len(data) - start < count * dtype.itemsize:
+        raise UserError(f"{path}: truncated IDX file ({len(data) - start} bytes of data for shape {tuple(dims)})")
+    return np.frombuffer(data, dtype, count, start).reshape(dims)
+
+
+def read_idx_folder(root: Path) -> Source:
+    found: dict[tuple[str, str], Path] = {}
+    for p in sorted(root.iterdir()):
+        m = _IDX_NAME.match(p.name)
+        if m:
+            found.setdefault((m.group(1), m.group(2)), p)
+    splits = {}
+    for prefix, split in (("train", "train"), ("t10k", "val")):
+        if (prefix, "images") not in found:
+            continue
+        if (prefix, "labels") not in found:
+            raise UserError(f"{found[prefix, 'images']} has no matching {prefix}-labels-idx1-ubyte file")
+        images = read_idx(found[prefix, "images"])
+        labels = read_idx(found[prefix, "labels"]).astype(np.int64)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise UserError(f"{found[prefix, 'images']}: expected N x H x W uint8 images, got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise UserError(f"{found[prefix, 'labels']}: {len(labels)} labels for {len(images)} images")
+        splits[split] = Split(images=images, labels=labels)
+    if "train" not in splits:
+        raise UserError(f"{root}: no train-images-idx3-ubyte[.gz] file")
+    n_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
+    classes = [str(i) for i in range(n_classes)]
+    names = FASHION_NAMES if "fashion" in str(root.resolve()).lower() and n_classes == 10 else classes
+    return Source("idx", root, classes, list(names), splits, channels=int(splits["train"].images.shape[-1]))
+
+
+# ------------------------------------------------------------------ CIFAR
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a CIFAR batch cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"), ("copyreg", "_reconstructor"), ("builtins", "object"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: not a CIFAR python batch ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: not a CIFAR python batch (a {type(obj).__name__}, not a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _names(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _cifar_split(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    batch = read_pickle(path)
+    if "data" not in batch or label_key not in batch:
+        raise UserError(f"{path}: a CIFAR batch needs 'data' and '{label_key}'")
+    data = np.asarray(batch["data"], dtype=np.uint8)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise UserError(f"{path}: expected N x 3072 pixels and N labels, got {data.shape} and {len(labels)}")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def read_cifar10(root: Path) -> Source:
+    parts = sorted((p for p in root.glob("data_batch_*") if p.name.rsplit("_", 1)[1].isdigit()),
+                   key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    train = [_cifar_split(p, "labels") for p in parts]
+    val = _cifar_split(root / "test_batch", "labels")
+    names = [str(i) for i in range(10)]
+    if (root / "batches.meta").is_file():
+        names = _names(read_pickle(root / "batches.meta").get("label_names", names))
+    splits = {
+        "train": Split(images=np.concatenate([t[0] for t in train]), labels=np.concatenate([t[1] for t in train])),
+        "val": Split(images=val[0], labels=val[1]),
+    }
+    return Source("cifar10", root, list(names), list(names), splits)
+
+
+def read_cifar100(root: Path) -> Source:
+    train = _cifar_split(root / "train", "fine_labels")
+    splits = {"train": Split(images=train[0], labels=train[1])}
+    if (root / "test").is_file():
+        val = _cifar_split(root / "test", "fine_labels")
+        splits["val"] = Split(images=val[0], labels=val[1])
+    meta = read_pickle(root / "meta")
+    names = _names(meta.get("fine_label_names", [str(i) for i in range(100)]))
+    return Source("cifar100", root, list(names), list(names), splits)

@@ -1,0 +1,103 @@
+"""Training-set statistics: the mean image, the mean colour, and the PCA of the colours.
+
+One streaming pass: :class:`PixelStats` adds batches of uint8 images (each
+shard of a prepare adds its own, partial sums merge by addition) and keeps,
+in float64,
+
+* ``n``: images, and the per-position sum (``H x W x C``);
+* the per-channel sum and the ``C x C`` sum of outer products over all pixels.
+
+The sums are of integer pixel values, so in float64 they are exact until they
+pass 2**53 (about 1.4 M images of 256 x 256 for the outer products); the
+result does not depend on the order of the shards. :meth:`finish` scales to
+pixel values in [0, 1] and returns
+
+* ``mean_image`` (H x W x C), ``mean_rgb`` (C,),
+* ``eigval`` (C,, descending) and ``eigvec`` (C x C, column i the
+  eigenvector of ``eigval[i]``, sign fixed so its largest component is
+  positive) of the population covariance of the pixel colours,
+* ``count`` (images).
+
+With one channel, ``eigval`` is the variance and ``eigvec`` is ``[[1]]``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+STATS_FILE = "stats.npz"
+
+
+class PixelStats:
+    def __init__(self, height: int, width: int, channels: int):
+        self.n = 0
+        self.image_sum = np.zeros((height, width, channels), np.float64)
+        self.pixel_sum = np.zeros(channels, np.float64)
+        self.outer_sum = np.zeros((channels, channels), np.float64)
+
+    def add(self, images: np.ndarray) -> None:
+        """Add a batch ``N x H x W x C`` (or one image ``H x W x C``) of uint8 images."""
+        if images.ndim == 3:
+            images = images[None]
+        if len(images) >= 1 << 24:
+            raise ValueError("add at most 16 M images at a time (uint32 sums)")
+        batch_sum = images.sum(axis=0, dtype=np.uint32)  # exact
+        self.n += len(images)
+        self.image_sum += batch_sum
+        self.pixel_sum += batch_sum.reshape(-1, batch_sum.shape[-1]).sum(axis=0, dtype=np.float64)
+        for image in images:  # one image at a time: its float64 copy stays in cache
+            x = image.reshape(-1, image.shape[-1]).astype(np.float64)
+            self.outer_sum += x.T @ x
+
+    def merge(self, other: "PixelStats") -> None:
+        self.n += other.n
+        self.image_sum += other.image_sum
+        self.pixel_sum += other.pixel_sum
+        self.outer_sum += other.outer_sum
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"n": np.array(self.n), "image_sum": self.image_sum, "pixel_sum": self.pixel_sum, "outer_sum": self.outer_sum}
+
+    @classmethod
+    def from_state(cls, state) -> "PixelStats":
+        s = cls(*state["image_sum"].shape)
+        s.n = int(state["n"])
+        s.image_sum[...] = state["image_sum"]
+        s.pixel_sum[...] = state["pixel_sum"]
+        s.outer_sum[...] = state["outer_sum"]
+        return s
+
+    def finish(self) -> dict[str, np.ndarray]:
+        if self.n == 0:
+            raise ValueError("no images")
+        pixels = self.n * self.image_sum.shape[0] * self.image_sum.shape[1]
+        mean = self.pixel_sum / pixels / 255.0
+        cov = self.outer_sum / pixels / 255.0**2 - np.outer(mean, mean)
+        cov = (cov + cov.T) / 2
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1]
+        eigval, eigvec = np.clip(eigval[order], 0.0, None), eigvec[:, order]
+        signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(eigvec.shape[1])])
+        eigvec = eigvec * np.where(signs == 0, 1.0, signs)
+        return {
+            "mean_image": self.image_sum / self.n / 255.0,
+            "mean_rgb": mean,
+            "eigval": eigval,
+            "eigvec": eigvec,
+            "cov": cov,
+            "count": np.array(self.n),
+        }
+
+
+def load_stats(prepared_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``mean_image``, ``mean_rgb``, ``eigval``, ``eigvec`` (and ``cov``, ``count``) of a prepared folder."""
+    path = Path(prepared_dir) / STATS_FILE
+    if not path.is_file():
+        raise UserError(f"{prepared_dir} has no {STATS_FILE}: is it a folder written by `alexnet prepare`?")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,216 @@
+"""Nearest training images of query images in fc7 space (the paper's Figure 4).
+
+:func:`find_neighbors` answers for image files, :func:`split_neighbors` for
+images of a prepared split; both search the training features cached beside
+the checkpoint (computed on first use) with the exact search of
+:mod:`alexnet.features.knn`. :func:`neighbor_panels` and
+:func:`split_neighbor_panels` add the pictures, for
+:func:`alexnet.viz.figures.neighbors_figure`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .extract import (
+    FeatureSet,
+    _class_names,
+    cached_features,
+    eval_transform,
+    layer_function,
+    load_model_for_features,
+)
+from .knn import knn_search
+from .predict import load_image
+
+__all__ = ["find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
+           "query_picture"]
+
+
+@torch.no_grad()
+def query_features(model, ckpt, images: Sequence[str | os.PathLike], layer: str = "fc7",
+                   batch_size: int = 32) -> np.ndarray:
+    """``Q x D`` features of image files, preprocessed as the eval transform says."""
+    fn = layer_function(model, layer)
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = torch.stack([load_image(p, ckpt, "center", model) for p in images[s : s + batch_size]])
+        out.append(fn(x.to(dev)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndarray, queries: list) -> list[dict]:
+    out = []
+    for q, dd, ii in zip(queries, dist, idx):
+        nbs = []
+        for d, i in zip(dd.tolist(), ii.tolist()):
+            label = int(train.labels[i])
+            nbs.append({"id": int(train.ids[i]), "class": names[label] if label < len(names) else str(label),
+                        "label": label, "distance": float(d)})
+        out.append({"query": q, "neighbors": nbs})
+    return out
+
+
+def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: int = 6, layer: str = "fc7",
+                   device=None, batch_size: int = 256, workers: int | None = None, cache: bool = True,
+                   progress: bool = True, model=None, ckpt=None) -> list[dict[str, Any]]:
+    """``[{"query": path, "neighbors": [{"id", "class", "label", "distance"}, ...]}]``, nearest first.
+
+    ``id`` is the neighbour's position in the training split; ``distance``
+    the Euclidean distance of the fc7 vectors.
+    """
+    if k < 1:
+        raise UserError(f"-k must be at least 1, not {k}")
+    if not images:
+        raise UserError("no query images given")
+    if model is None or ckpt is None:
+        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    layer_function(model, layer)
+    for p in images:  # every query must be readable before the (long) training pass
+        if not Path(p).is_file():
+            raise UserError(f"image not found: {p}")
+    q = query_features(model, ckpt, list(images), layer)
+    train = cached_features(checkpoint, data, "train", layer, model=model, ckpt=ckpt, batch_size=batch_size,
+                            workers=workers, device=device, progress=progress, cache=cache)
+    dist, idx = knn_search(q, train.features, k, device=next(model.parameters()).device)
+    return _results(train, _class_names(ckpt), dist, idx, [str(p) for p in images])
+
+
+def split_neighbors(checkpoint, data, split: str, ids: Sequence[int], *, k: int = 6, layer: str = "fc7",
+                    device=None, batch_size: int = 256, workers: int | None = None, cache: bool = True,
+                    progress: bool = True, model=None, ckpt=None) -> tuple[list[dict[str, Any]], FeatureSet]:
+    """Neighbours in the training set of images ``ids`` of ``split`` (the query itself excluded when split is train)."""
+    if model is None or ckpt is None:
+        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    kw = dict(model=model, ckpt=ckpt, batch_size=batch_size, workers=workers, device=device, progress=progress,
+              cache=cache)
+    train = cached_features(checkpoint, data, "train", layer, **kw)
+    qs = train if split == "train" else cached_features(checkpoint, data, split, layer, **kw)
+    pos = np.asarray(ids, dtype=np.int64)
+    if len(pos) and (pos.min() < 0 or pos.max() >= qs.count):
+        raise UserError(f"{split} has {qs.count} images; ids must be in 0..{qs.count - 1}")
+    exclude = pos if split == "train" else None
+    dist, idx = knn_search(np.asarray(qs.features[pos]), train.features, k, exclude=exclude,
+                           device=next(model.parameters()).device)
+    res = _results(train, _class_names(ckpt), dist, idx, [f"{split}:{int(i)}" for i in pos])
+    for r, i in zip(res, pos):
+        r["label"] = int(qs.labels[i])
+        r["id"] = int(qs.ids[i])
+    return res, train
+
+
+# ---------------------------------------------------------------- pictures
+def split_images(data, split: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The stored square pictures (``H x W x C`` in [0, 1]) of images ``ids`` of a prepared split.
+
+    Read directly through ``<split>.index.npy`` (shard, offset, size, label
+    per sample; see :mod:`alexnet.data.shards`): one slice of a memory-mapped
+    shard per image, so a few pictures of a large split cost a few reads.
+    """
+    import io
+
+    from PIL import Image
+
+    from .. import data as data_mod
+
+    data = Path(data)
+    meta = data_mod.read_meta(data)
+    index_path = data / f"{split}.index.npy"
+    if split not in meta.get("shards", {}) or not index_path.is_file():
+        raise UserError(f"{data} has no readable split {split!r}")
+    index = np.load(index_path, mmap_mode="r", allow_pickle=False)
+    fmt, size, ch = meta.get("format", "jpg"), int(meta["size"]), int(meta.get("channels", 3))
+    maps: dict[int, np.memmap] = {}
+    out = {}
+    for i in sorted(set(int(i) for i in ids)):
+        if not 0 <= i < len(index):
+            raise UserError(f"{split} has {len(index)} images; no image {i}")
+        shard, off, n = (int(v) for v in index[i][:3])
+        if shard not in maps:
+            maps[shard] = np.memmap(data / meta["shards"][split][shard], dtype=np.uint8, mode="r")
+        raw = maps[shard][off : off + n]
+        if fmt == "jpg":
+            with Image.open(io.BytesIO(raw.tobytes())) as im:
+                arr = np.asarray(im.convert("RGB" if ch == 3 else "L"), dtype=np.uint8).reshape(im.height, im.width, ch)
+        else:
+            arr = np.asarray(raw).reshape(size, size, ch)
+        out[i] = arr.astype(np.float32) / 255.0
+    return out
+
+
+def query_picture(path, ckpt: dict[str, Any]) -> np.ndarray:
+    """An image file as the square the eval transform crops from (shorter side to ``resize``), in [0, 1]."""
+    from ..data.images import BadImage, load_square
+
+    spec = eval_transform(ckpt)
+    try:
+        arr = load_square(path, int(spec["resize"]), int(spec.get("channels", 3)))
+    except BadImage as e:
+        raise UserError(f"{path}: {e}") from None
+    return arr.astype(np.float32) / 255.0
+
+
+def _caption(name: str, extra: str = "") -> str:
+    name = name if len(name) <= 16 else name[:15] + "…"
+    return f"{name}{extra}"
+
+
+def neighbor_panels(checkpoint, data, images: Sequence[str | os.PathLike], *, k: int = 6, device=None,
+                    workers: int | None = None, progress: bool = True, model=None, ckpt=None,
+                    results: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Query image files with their neighbours' pictures, for :func:`~alexnet.viz.figures.neighbors_figure`.
+
+    ``results``: the answer of :func:`find_neighbors` for these images, when already at hand.
+    """
+    if model is None or ckpt is None:
+        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    res = results if results is not None else find_neighbors(
+        checkpoint, data, images, k=k, device=device, workers=workers, progress=progress, model=model, ckpt=ckpt)
+    pics = split_images(data, "train", [n["id"] for r in res for n in r["neighbors"]])
+    panels = []
+    for r in res:
+        q = query_picture(r["query"], ckpt)
+        panels.append({
+            "image": q, "caption": _caption(Path(r["query"]).name), "label": None,
+            "neighbors": [{"image": pics[n["id"]], "caption": _caption(n["class"], f"\n{n['distance']:.3g}"),
+                           "label": n["label"]} for n in r["neighbors"]],
+        })
+    return panels
+
+
+def split_neighbor_panels(checkpoint, data, split: str = "val", *, count: int = 6, ids: Sequence[int] | None = None,
+                          k: int = 6, device=None, workers: int | None = None, progress: bool = True, model=None,
+                          ckpt=None) -> list[dict[str, Any]]:
+    """``count`` evenly spaced images of ``split`` (or ``ids``) with their neighbours' pictures."""
+    if model is None or ckpt is None:
+        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    if ids is None:
+        from .. import data as data_mod
+
+        n = int(data_mod.read_meta(Path(data)).get("splits", {}).get(split, 0))
+        if n == 0:
+            raise UserError(f"{data} has no images in split {split!r}")
+        # spread over the split: with a class-sorted split, one query per region of classes
+        ids = sorted(set(np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist()))
+    res, train = split_neighbors(checkpoint, data, split, ids, k=k, device=device, workers=workers,
+                                 progress=progress, model=model, ckpt=ckpt)
+    names = _class_names(ckpt)
+    qpics = split_images(data, split, ids)
+    npics = split_images(data, "train", [n["id"] for r in res for n in r["neighbors"]])
+    panels = []
+    for r, i in zip(res, ids):
+        lab = r["label"]
+        panels.append({
+            "image": qpics[int(i)], "caption": _caption(names[lab] if lab < len(names) else str(lab), f"\n{split} {i}"),
+            "label": lab,
+            "neighbors": [{"image": npics[n["id"]], "caption": _caption(n["class"], f"\n{n['distance']:.3g}"),
+                           "label": n["label"]} for n in r["neighbors"]],
+        })
+    return panels
