@@ -280,6 +280,36 @@ def test_killed_prepare_resumes_without_half_shards(tmp_path, monkeypatch):
     assert again["resumed_shards"] == 6 and again["processed"] == 0
 
 
+def test_sigkill_mid_prepare_then_resume(tmp_path):
+    """A real kill -9 of prepare and its worker processes, half way: the rerun finishes it, byte for byte."""
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    for i in range(200):
+        d = src / "train" / f"k{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(150, 110, i)).save(d / f"{i}.jpg", quality=90)
+    code = ("import sys; from alexnet.data import prepare; "
+            "prepare(sys.argv[1], sys.argv[2], workers=2, progress=False, shard_size=4)")
+    prepare(src, tmp_path / "clean", workers=2, progress=False, shard_size=4)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(out)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((out / ".prepare").glob("train-*.npz"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-shard
+    finally:
+        proc.wait()
+    done = len(list((out / ".prepare").glob("train-*.npz")))
+    assert not (out / "meta.json").exists() and 2 <= done < 50  # killed with most of its 50 shards to do
+    summary = prepare(src, out, workers=2, progress=False, shard_size=4)
+    assert summary["resumed_shards"] >= done - 1 and summary["splits"] == {"train": 200}
+    assert snapshot(out) == snapshot(tmp_path / "clean")
+
+
 def test_prepare_refuses_other_data_in_out(tmp_path):
     small_folder(tmp_path / "src")
     prepare(tmp_path / "src", tmp_path / "out", workers=1, progress=False)

@@ -32,8 +32,11 @@ def run(args) -> int:
                 max_pixels=args.max_pixels or MAX_PIXELS)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
     skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"
-    resumed = f", {s['resumed_shards']} shards already done" if s["resumed_shards"] else ""
+    if s["processed"] == 0:
+        work = f"nothing left to do ({s['resumed_shards']} shards already done)"
+    else:
+        resumed = f", {s['resumed_shards']} shards already done" if s["resumed_shards"] else ""
+        work = f"{s['seconds']:.1f} s, {s['images_per_s']:.0f} images/s{resumed}"
     print(f"{s['source']}: {splits} images of {s['size']}x{s['size']}x{s['channels']} ({s['format']}), "
-          f"{s['classes']} classes, {skipped}; {s['seconds']:.1f} s, {s['images_per_s']:.0f} images/s{resumed} "
-          f"-> {args.out}")
+          f"{s['classes']} classes, {skipped}; {work} -> {args.out}")
     return 0

@@ -55,6 +55,7 @@ class ScheduleConfig:
     factor: float = 0.1
     max_drops: int = 3
     min_delta: float = 0.0  # improvement smaller than this does not count
+    warmup_steps: int = 0  # raise lr linearly from lr/warmup_steps to lr over the first steps (0: the paper, none)
 
 
 @dataclass

@@ -36,6 +36,8 @@ class TrainState:
     precision: str = "fp32"
     accumulate: int = 1
     channels_last: bool = False
+    warmup_steps: int = 0  # linear learning-rate warmup over the first steps of the run
+    base_lr: float = 0.0
     epoch: int = 0  # epoch in progress (0-based)
     step: int = 0  # optimizer steps done since the start of the run
     batch_in_epoch: int = 0  # batches done in the current epoch
@@ -87,6 +89,9 @@ def train_one_epoch(
                 loss = F.cross_entropy(logits.float(), y, reduction="sum") / n
                 state.scaler.scale(loss).backward()
             loss_value += loss.item()
+        if state.step < state.warmup_steps:
+            for g in state.optimizer.param_groups:
+                g["lr"] = state.base_lr * (state.step + 1) / state.warmup_steps
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.step += 1

@@ -110,6 +110,16 @@ class Trainer:
                 f"data.batch_size {cfg.data.batch_size} does not split into {world} processes x {acc} accumulation steps")
         self.rank_batch = cfg.data.batch_size // world
 
+        last = self.out / "last.ckpt"
+        resume_from = None
+        if resume:
+            if not last.is_file():
+                raise UserError(f"--resume: no checkpoint to resume from at {last}")
+            resume_from = load_checkpoint(last)
+            check_compatible(resume_from, cfg.model.name, len(self.meta["classes"]), last)
+        elif last.exists():
+            raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out")
+
         seed_everything(cfg.run.seed)
         try:
             model = models.create(cfg.model.name, **model_options(cfg, self.meta))
@@ -123,17 +133,13 @@ class Trainer:
         optimizer = make_optimizer(model.parameters(), cfg.optim.rule, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
         self.schedule = PlateauSchedule(optimizer, cfg.schedule.patience, cfg.schedule.factor, cfg.schedule.max_drops, cfg.schedule.min_delta)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
-        self.state = TrainState(model, optimizer, scaler, device, cfg.run.precision, acc, cfg.run.channels_last)
+        self.state = TrainState(model, optimizer, scaler, device, cfg.run.precision, acc, cfg.run.channels_last,
+                                warmup_steps=cfg.schedule.warmup_steps, base_lr=cfg.optim.lr)
         self.best_err = math.inf
         self.history: dict = {}
 
-        last = self.out / "last.ckpt"
-        if resume:
-            if not last.is_file():
-                raise UserError(f"--resume: no checkpoint to resume from at {last}")
-            self._restore(load_checkpoint(last))
-        elif last.exists():
-            raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out")
+        if resume_from is not None:
+            self._restore(resume_from)
 
         if self.dist.enabled:
             ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
@@ -150,7 +156,6 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     def _restore(self, ckpt: dict) -> None:
         model = unwrap(self.state.model)
-        check_compatible(ckpt, self.cfg.model.name, len(self.meta["classes"]), self.out / "last.ckpt")
         try:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as e:

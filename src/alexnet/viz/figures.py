@@ -182,7 +182,7 @@ def neighbors_figure(queries: Sequence[dict[str, Any]], title: str | None = None
                 same = "tab:green" if int(nb["label"]) == int(q["label"]) else "tab:red"
             _show(ax, nb["image"], nb.get("caption", ""), same)
     fig.suptitle(title or "query (left) and its nearest training images in fc7 space", fontsize=10)
-    fig.subplots_adjust(wspace=0.08, hspace=0.45)
+    fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1 - 0.75 / fig.get_figheight(), bottom=0.1 / fig.get_figheight())
     return fig
 
 
