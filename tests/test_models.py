@@ -213,7 +213,7 @@ def test_forward_backward_and_eval_determinism(name):
     torch.testing.assert_close(feats, m.extract(x, ("fc7",))["fc7"])
 
 
-@pytest.mark.parametrize("opt", [dict(lrn="off"), dict(pool="2/2"), dict(activation="tanh"), dict(dropout=0.0), dict(width=0.5), dict(in_channels=1)])
+@pytest.mark.parametrize("opt", [dict(lrn="off"), dict(pool="2/2"), dict(activation="tanh"), dict(dropout=0.0), dict(width=0.5), dict(in_channels=1), dict(bias=0.0)])
 def test_ablation_options(opt):
     m = models.create("alexnet-small", **opt).eval()
     x = torch.randn(2, m.cfg.in_channels, 32, 32)
@@ -222,6 +222,8 @@ def test_ablation_options(opt):
         assert not hasattr(m, "norm1")
     if "pool" in opt:
         assert m.pool1.kernel_size == 2
+    if "bias" in opt:
+        assert all(torch.all(getattr(m, n).bias == 0) for n in ("conv2", "conv4", "conv5", "fc6", "fc7"))
 
 
 def test_bad_options():

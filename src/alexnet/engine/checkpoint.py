@@ -56,6 +56,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -91,10 +94,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"refusing to load {path}: it holds more than plain tensors and data ({first[:160]})") from None
+        if "global" not in str(e).lower():  # not a refused import: bytes that are no pickle at all
+            raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or truncated") from None
+        raise UserError(f"refusing to load {path}: it holds more than plain tensors and data "
+                        f"(loading it would run code from the file)") from None
     except Exception as e:  # truncated, not a torch file, ...
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+        raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or truncated ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path} is not an alexnet checkpoint (no model/state_dict entries)")
     if ckpt.get("schema", 0) > SCHEMA:

@@ -28,6 +28,7 @@ class ModelConfig:
     dropout: float = 0.5
     width: float = 1.0  # channel multiplier
     init: str | None = None  # paper | caffe | kaiming | torch; None: the variant's
+    bias: float | None = None  # constant bias of conv2/4/5, fc6/7 (paper: 1); None: the variant's
 
 
 @dataclass

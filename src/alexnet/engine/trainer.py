@@ -65,6 +65,8 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
     }
     if m.init is not None:
         opts["init"] = m.init
+    if m.bias is not None:
+        opts["bias"] = m.bias
     if m.input_size is not None:
         opts["input_size"] = m.input_size
     elif int(meta.get("size", 256)) <= 64:  # small images are used at their own size

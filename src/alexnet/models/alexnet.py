@@ -302,6 +302,7 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
 
     ``lrn``: on | off (or a bool); ``pool``: overlap | 3/2 | 2/2 | nonoverlap;
     ``dropout``: p; ``width``: channel multiplier; ``activation``: relu | tanh;
+    ``bias``: the constant of the biases the paper sets to 1;
     ``num_classes``, ``in_channels``, ``input_size``, ``init``.
     """
     kw = {}
@@ -328,6 +329,11 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
             kw[key] = int(value)
         elif key in ("dropout", "width"):
             kw[key] = float(value)
+        elif key == "bias":
+            # The constant the paper puts in the biases of conv2/4/5 and fc6/7 (1; Caffe 0.1).
+            b = float(value)
+            kw["convs"] = tuple(replace(c, bias=b) if c.bias else c for c in cfg.convs)
+            kw["fc_bias"] = tuple(b for _ in cfg.fc_bias)
         elif key == "init":
             kw["init"] = str(value)
         else:
