@@ -64,7 +64,7 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
         write_report = None
     if write_report is not None:
         _stage("writing the report")
-        report = write_report(run, data=prepared, checkpoint=ckpt)
+        report = write_report(run, data=prepared, checkpoint=ckpt, progress=progress)
 
     total = time.time() - t0
     summary = {
