@@ -36,7 +36,9 @@ For a 32 x 32 input:
 Built with ``input_size=28`` the maps are 28 -> 13 -> 6 -> 2 and fc6 sees 96 x 2 x 2.
 Its weights start from Kaiming-normal rather than N(0, 0.01): at this depth and
 width N(0, 0.01) leaves the signal too small to train in a CPU budget. Pass
-``init="paper"`` to use the paper's.
+``init="paper"`` to use the paper's. Known issue: with the paper's biases of 1
+this net stalls at chance on the built-in dataset (measured; see
+``configs/demo.yaml``, which passes ``bias=0.0``).
 """
 
 from __future__ import annotations
