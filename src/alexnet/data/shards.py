@@ -25,31 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_bytes, file_mode  # noqa: F401  (atomic_write_bytes re-exported)
+
 INDEX_COLUMNS = ("shard", "offset", "size", "label")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would give: mkstemp's files are 0600
 
 
 def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill leaves the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def remove_temporaries(folder: str | os.PathLike) -> int:
@@ -111,7 +93,7 @@ class ShardWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, file_mode())
         self.file = os.fdopen(fd, "wb", buffering=1 << 20)
         self.offset = 0
         self.index: list[tuple[int, int, int]] = []  # (offset, size, label) of each sample's image data

@@ -29,15 +29,23 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU; ``"cuda"``: this process's GPU.
+
+    An unknown name, or CUDA where there is none, is a one-line UserError.
+    """
+    from ..errors import UserError
+
+    name = "auto" if name is None else str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import UserError
-
         raise UserError(f"device {name} asked for, but CUDA is not available here")
     return device
 

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..engine.checkpoint import atomic_write, load_model
+from ..engine.checkpoint import load_model
+from ..engine.distributed import resolve_device
+from ..fileio import atomic_write, file_mode
 from ..errors import UserError
 
 PIXELS = "pixels"  # pseudo-layer: the preprocessed input image, flattened
@@ -77,38 +79,9 @@ class FeatureSet:
 
 
 # ------------------------------------------------------------------ helpers
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(path: Path) -> None:
-    """Give a file written through a private temporary (mode 0600) the usual permissions (0666 less umask)."""
-    try:
-        os.chmod(path, 0o666 & ~_umask())
-    except OSError:
-        pass
-
-
 def save_atomic(path: Path, write) -> Path:
-    """:func:`atomic_write`, then the usual permissions."""
-    atomic_write(path, write)
-    publish(path)
-    return Path(path)
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; a bad name is a UserError."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"unknown device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device} asked for, but CUDA is not available")
-    return dev
+    """:func:`alexnet.fileio.atomic_write` (kept as this module's name for it)."""
+    return atomic_write(path, write)
 
 
 def load_model_for_features(checkpoint, device=None) -> tuple[torch.nn.Module, dict[str, Any], Path]:
@@ -315,7 +288,7 @@ def extract_features(
             return FeatureSet(feats, labels, ids, layer, split, info["class_names"], None, info)
         feats.flush()
         del feats
-        publish(Path(tmp))
+        os.chmod(tmp, file_mode())
         os.replace(tmp, paths["features"])
         tmp = None
         save_atomic(paths["labels"], lambda f: np.save(f, labels, allow_pickle=False))
