@@ -57,22 +57,30 @@ def run_cli(*args, env=None):
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: alexnet-small collapses to one class early in training "
-                   "(loss jumps to 4-15 in the first steps, then sits at chance); open in issue 4's notes")
 def test_short_run_learns(prepared, tmp_path):
-    cfg = load_config(None, TINY + ["run.epochs=6", "data.lighting=0.0"])
+    # Biases 0: with the paper's 1, alexnet-small stalls (see the xfail below and configs/demo.yaml).
+    cfg = load_config(None, TINY + ["run.epochs=8", "data.lighting=0.0", "model.bias=0.0", "optim.lr=0.01"])
     res = fit(cfg, prepared, tmp_path / "run", progress=False)
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epochs = [l for l in lines if l["kind"] == "epoch"]
-    assert len(epochs) == 6
+    assert len(epochs) == 8
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     assert epochs[-1]["val_top1_err"] < 0.75 - 0.15  # chance is 75% error with 4 classes
     assert {"time", "epoch", "step", "lr", "train_loss", "val_top5_err", "images_per_s"} <= set(epochs[-1])
     assert (tmp_path / "run" / "best.ckpt").is_file() and (tmp_path / "run" / "config.yaml").is_file()
     ckpt = load_checkpoint(tmp_path / "run" / "last.ckpt")
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["state_dict"])
-    assert ckpt["classes"] and ckpt["eval_transform"]["crop"] == 32 and ckpt["epoch"] == 6
+    assert ckpt["classes"] and ckpt["eval_transform"]["crop"] == 32 and ckpt["epoch"] == 8
     assert res["best_top1_err"] == min(e["val_top1_err"] for e in epochs)
+
+
+@pytest.mark.xfail(strict=True, reason="known issue: with the paper's biases of 1 alexnet-small collapses to one "
+                   "class in its first steps (loss jumps to 4-15, then sits at chance)")
+def test_paper_biases_learn_too(prepared, tmp_path):
+    cfg = load_config(None, TINY + ["run.epochs=6", "data.lighting=0.0", "run.log_every=100"])
+    fit(cfg, prepared, tmp_path / "run", progress=False)
+    last = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["val_top1_err"] < 0.6
 
 
 def test_kill_and_resume_is_exact(prepared, tmp_path):
