@@ -32,12 +32,8 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
     t0 = time.time()
     raw, prepared, run = out / "synth", out / "prepared", out / "run"
 
-    if (raw / "train").is_dir() and (raw / "val").is_dir() and (raw / ".complete").exists():
-        _stage(f"built-in dataset already in {raw}")
-    else:
-        _stage(f"generating the built-in dataset in {raw}")
-        generate_synth(raw, progress=progress, **DEMO_DATA)
-        (raw / ".complete").touch()
+    _stage(f"built-in dataset in {raw}")
+    generate_synth(raw, progress=progress, **DEMO_DATA)  # returns at once when already complete
 
     _stage(f"preparing {prepared}")
     prepare(raw, prepared, progress=progress)

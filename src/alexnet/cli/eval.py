@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tta", choices=("center", "10crop"), default="center",
                    help="center: one centre patch; 10crop: 4 corners + centre and their reflections, softmax averaged")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", action="store_true", help="print {count, top1_acc, top5_acc, top1_err, top5_err}")

@@ -179,7 +179,7 @@ def check_classes(ckpt: dict[str, Any], meta: dict[str, Any], data) -> None:
     ours = [str(c) for c in (ckpt.get("classes") or [])]
     if ours and theirs and ours != theirs:
         raise UserError(f"{data} has {len(theirs)} classes that differ from the checkpoint's {len(ours)}; "
-                        "features would be labelled wrongly")
+                        "its labels would not mean the checkpoint's classes")
 
 
 def layer_function(model: torch.nn.Module, layer: str):
