@@ -13,7 +13,9 @@ the edges. Two details are easy to get wrong and both are options here:
   the boundary between the towers. ``groups=2`` normalizes each half of the
   channels on its own; ``groups=1`` mixes them (what Caffe does).
 
-The op is written for speed: the window sum is one matrix product with a
+On a CPU the op runs as one fused C++ kernel (``lrn_kernel.py``, built on
+first use; one pass over memory each way). Elsewhere, or where no compiler is
+found, it is written for speed in tensor ops: the window sum is one matrix product with a
 block-diagonal band matrix (no padded copies, either memory layout), ``rsqrt``
 replaces a general ``pow`` when beta is 0.75, and the backward is analytic
 instead of autograd through the window and is checked in the tests against a direct float64 evaluation of
@@ -25,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from . import lrn_kernel
 
 
 def _band(c: int, groups: int, lo: int, hi: int, scale: float, dtype, device) -> torch.Tensor:
@@ -126,7 +130,31 @@ def local_response_norm(
     if torch.compiler.is_compiling():
         # Under torch.compile a plain expression lets inductor fuse the whole op.
         return _lrn_plain(x, size, scale, beta, k, groups)
+    if x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and lrn_kernel.get() is not None:
+        return _FusedLRN.apply(x, size, scale, beta, k, groups)
     return _LRN.apply(x, size, scale, beta, k, groups)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+class _FusedLRN(torch.autograd.Function):
+    """LRN through the fused CPU kernel: saves only x, recomputes t in the backward."""
+
+    @staticmethod
+    def forward(ctx, x, size, scale, beta, k, groups):
+        ctx.save_for_backward(x)
+        ctx.cfg = (size, scale, beta, k, groups)
+        with torch.autocast("cpu", enabled=False):
+            return lrn_kernel.get().forward(x, size, scale, beta, k, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        with torch.autocast("cpu", enabled=False):
+            dx = lrn_kernel.get().backward(x, g, *ctx.cfg)
+        return dx, None, None, None, None, None
 
 
 def _lrn_plain(x, size, scale, beta, k, groups):

@@ -1,0 +1,112 @@
+"""The fused CPU LRN kernel (``csrc/lrn_cpu.cpp``): built on first use, cached.
+
+PyTorch has no fused LRN, and written as tensor ops the paper's LRN makes many
+passes over the 55x55x96 and 27x27x256 maps, which on a CPU cost as much as
+all the convolutions together. The C++ kernel makes one pass each way and keeps
+nothing but the input for the backward.
+
+It is compiled with the machine's C++ compiler the first time an LRN runs on a
+CPU tensor (about 30 s, once; a line on stderr says so) and cached under
+``$ALEXNET_EXTENSIONS_DIR`` (default ``~/.cache/alexnet/extensions``), in a
+folder named after the source, the flags, the torch version and the CPU's
+instruction set, so a shared home directory never hands one machine another's
+build. Where it cannot be built (no compiler), LRN falls back to the PyTorch
+implementation in ``lrn.py`` with one warning; results agree to float rounding.
+
+``ALEXNET_LRN_KERNEL`` picks: ``auto`` (default: fused when it builds),
+``torch`` (never build), ``fused`` (fail loudly if it cannot be built).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "lrn_cpu.cpp"
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+CHOICES = ("auto", "torch", "fused")
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def mode() -> str:
+    value = os.environ.get("ALEXNET_LRN_KERNEL", "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"ALEXNET_LRN_KERNEL must be one of {', '.join(CHOICES)}, not {value!r}")
+    return value
+
+
+def _cpu_tag() -> str:
+    """The CPU's instruction-set flags (Linux) or its name: part of the build's key."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_name() -> str:
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS + LDFLAGS).encode(), torch.__version__.encode(),
+                 sys.version.encode(), _cpu_tag().encode()):
+        h.update(part)
+        h.update(b"\0")
+    return f"alexnet_lrn_cpu_{h.hexdigest()[:16]}"
+
+
+def build_dir() -> Path:
+    root = os.environ.get("ALEXNET_EXTENSIONS_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "alexnet" / "extensions"
+    return base / build_name()
+
+
+def _build():
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its import warns "No CUDA runtime is found" on CPU machines
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        quiet.setLevel(level)
+
+    name = build_name()
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / f"{name}.so").exists():
+        print(f"alexnet: building the fused CPU LRN kernel (once, ~30 s) in {folder}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no CUDA runtime found" and similar build chatter
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=LDFLAGS, build_directory=str(folder),
+                    with_cuda=False, verbose=False)
+
+
+def get():
+    """The compiled module (``forward``, ``backward``), or None when unavailable or not wanted."""
+    m = mode()
+    if m == "torch":
+        return None
+    with _lock:
+        if "module" not in _state:
+            try:
+                _state["module"] = _build()
+            except Exception as exc:  # no compiler, no ninja, build error
+                _state["module"] = None
+                reason = " ".join(str(exc).split())[:300]
+                if m == "fused":
+                    raise RuntimeError(f"the fused LRN kernel could not be built: {reason}") from exc
+                warnings.warn(f"alexnet: fused CPU LRN kernel unavailable ({reason}); "
+                              "using the PyTorch LRN, which is slower", RuntimeWarning, stacklevel=3)
+        return _state["module"]

@@ -1,0 +1,125 @@
+"""The fused CPU LRN kernel and the PyTorch LRN: each against the paper's formula."""
+
+import warnings
+
+import pytest
+import torch
+
+from alexnet import models
+from alexnet.models import lrn_kernel
+from alexnet.models.lrn import local_response_norm
+from test_models import lrn_reference
+
+
+@pytest.fixture(params=["fused", "torch"])
+def impl(request, monkeypatch):
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", request.param)
+    if request.param == "fused":
+        try:
+            lrn_kernel.get()
+        except RuntimeError as e:  # no C++ compiler on this machine
+            pytest.skip(str(e))
+    return request.param
+
+
+def layouts(x):
+    yield x
+    yield x.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("size", [5, 3, 4, 1])
+@pytest.mark.parametrize("k", [2.0, 0.0])
+def test_forward_matches_formula(impl, groups, size, k):
+    x = torch.randn(3, 40, 5, 7, dtype=torch.float64) * 30  # 35 pixels: two full tiles and a partial one
+    want = lrn_reference(x, size, 1e-4, 0.75, k, groups)
+    for xx in layouts(x):
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            got = local_response_norm(xx.to(dtype), size, 1e-4, 0.75, k, groups)
+            assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last) == (
+                xx.is_contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])
+def test_backward_matches_autograd_of_formula(impl, beta):
+    g = torch.randn(2, 24, 3, 5, dtype=torch.float64)
+    for groups, size, k in ((1, 5, 2.0), (2, 5, 2.0), (2, 4, 1.0), (3, 3, 0.0)):
+        x = torch.randn(2, 24, 3, 5, dtype=torch.float64) * 20
+        (ref,) = torch.autograd.grad(lrn_reference(x.requires_grad_(), size, 1e-3, beta, k, groups), x, g)
+        for xx in layouts(x.detach()):
+            xx = xx.clone().requires_grad_()
+            (ours,) = torch.autograd.grad(local_response_norm(xx, size, 1e-3, beta, k, groups), xx, g)
+            torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_gradcheck(impl):
+    x = (torch.randn(2, 10, 2, 3, dtype=torch.float64) * 10).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 5, 1e-2, 0.75, 2.0, 2), (x,))
+
+
+def test_bf16_input_and_odd_strides(impl):
+    x = torch.randn(4, 64, 9, 9) * 10
+    want = lrn_reference(x, 5, 1e-4, 0.75, 2.0, 2)
+    got = local_response_norm(x.bfloat16(), 5, 1e-4, 0.75, 2.0, 2)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=2e-2)
+    sliced = x[:, :, 1:8, ::2]  # neither layout: handled through a copy
+    torch.testing.assert_close(local_response_norm(sliced, 5, 1e-4, 0.75, 2.0, 2).double(),
+                               lrn_reference(sliced, 5, 1e-4, 0.75, 2.0, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_torch_agree_on_a_training_step(monkeypatch):
+    """One bf16 channels-last step of the paper's network gives the same grads both ways."""
+    grads = {}
+    for choice in ("torch", "fused"):
+        monkeypatch.setenv("ALEXNET_LRN_KERNEL", choice)
+        if choice == "fused":
+            try:
+                lrn_kernel.get()
+            except RuntimeError as e:
+                pytest.skip(str(e))
+        torch.manual_seed(0)
+        m = models.create("alexnet", num_classes=10, dropout=0.0).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            m.conv1.weight.mul_(30)  # so the LRN of conv1 bites
+        x = torch.randn(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = m(x).float().logsumexp(1).sum()
+        loss.backward()
+        grads[choice] = m.conv1.weight.grad.clone()
+    torch.testing.assert_close(grads["fused"], grads["torch"], rtol=0.05, atol=0.05 * grads["torch"].abs().max().item())
+
+
+def test_build_failure_falls_back_with_a_warning(monkeypatch):
+    def broken():
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(lrn_kernel, "_build", broken)
+    monkeypatch.setattr(lrn_kernel, "_state", {})
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", "auto")
+    x = torch.randn(1, 8, 2, 2) * 10
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        y = local_response_norm(x)
+    torch.testing.assert_close(y.double(), lrn_reference(x, 5, 1e-4, 0.75, 2.0), rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        local_response_norm(x)  # warned once, not on every call
+    monkeypatch.setattr(lrn_kernel, "_state", {})
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
+    with pytest.raises(RuntimeError, match="could not be built: no compiler here"):
+        local_response_norm(x)
+
+
+def test_bad_kernel_choice_is_named(monkeypatch):
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fast")
+    with pytest.raises(ValueError, match="ALEXNET_LRN_KERNEL must be one of auto, torch, fused, not 'fast'"):
+        local_response_norm(torch.randn(1, 8, 2, 2))
+
+
+def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
+    a = lrn_kernel.build_name()
+    src = tmp_path / "lrn_cpu.cpp"
+    src.write_text(lrn_kernel.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(lrn_kernel, "SOURCE", src)
+    assert lrn_kernel.build_name() != a and lrn_kernel.build_name().startswith("alexnet_lrn_cpu_")
