@@ -3,10 +3,14 @@
 In one process, on synthetic tensors (batch 128, 224 px, 1000 classes):
 
 * baseline: torchvision ``alexnet()`` trained as the classic PyTorch ImageNet
-  example does it (fp32, NCHW, ``torch.optim.SGD``, cross-entropy);
-* ours: ``alexnet`` (two towers, LRN) with each candidate setting
-  (fp32/bf16 x NCHW/channels_last; ``--compile`` adds torch.compile), the
-  best one reported;
+  example does it (fp32, NCHW, ``torch.optim.SGD``, cross-entropy), run first,
+  with the C library's default allocator;
+* on a CPU, the same baseline again after :func:`keep_freed_memory` (what
+  ``alexnet train`` does on a CPU), so the allocator's share of the speed-up
+  can be read off: the ratio against it is the speed-up from everything else;
+* ours: ``alexnet`` (two towers, per-tower LRN through the fused CPU kernel)
+  with each candidate setting (fp32/bf16 x NCHW/channels_last; ``--compile``
+  adds torch.compile), the best one reported;
 * the machine's matrix-multiply rate in fp32 and bf16, measured here too, so
   the achieved GFLOP/s of training can be read as a fraction of it.
 
@@ -27,7 +31,9 @@ import torch.nn.functional as F
 import torchvision
 
 from alexnet import models
+from alexnet.engine.allocator import keep_freed_memory
 from alexnet.engine.optim import make_optimizer
+from alexnet.models import lrn_kernel
 from alexnet.models.summary import summarize
 
 
@@ -105,6 +111,12 @@ def main() -> None:
 
     base = train_rate(torchvision.models.alexnet(), args.batch, device, "fp32", False, args.steps, args.warmup)
     print(f"baseline torchvision alexnet, fp32 NCHW, torch SGD: {base:.1f} img/s")
+    base_tuned = None
+    if device.type == "cpu" and keep_freed_memory():
+        base_tuned = train_rate(torchvision.models.alexnet(), args.batch, device, "fp32", False, args.steps, args.warmup)
+        print(f"baseline again, freed memory kept (alexnet.engine.allocator): {base_tuned:.1f} img/s")
+    fused = device.type == "cpu" and lrn_kernel.get() is not None
+    print(f"LRN: {'fused CPU kernel' if fused else 'PyTorch ops'}")
 
     results = {}
     candidates = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
@@ -124,7 +136,10 @@ def main() -> None:
     gflops = rate * flops_per_image / 1e9
     summary = {
         "device": str(device),
+        "lrn": "fused" if fused else "torch",
         "baseline_img_s": base,
+        "baseline_same_allocator_img_s": base_tuned,
+        "speedup_same_allocator": rate / base_tuned if base_tuned else None,
         "best_setting": best,
         "ours_img_s": rate,
         "speedup": rate / base,
@@ -135,7 +150,8 @@ def main() -> None:
         "fraction_of_fp32_matmul": gflops / mm32,
         "all": results,
     }
-    print(f"best: {best}, {rate:.1f} img/s = {rate / base:.2f}x the classic example; "
+    same = f" ({rate / base_tuned:.2f}x it with the same allocator)" if base_tuned else ""
+    print(f"best: {best}, {rate:.1f} img/s = {rate / base:.2f}x the classic example{same}; "
           f"{gflops:.0f} GFLOP/s = {gflops / mm16:.2f} of bf16 matmul, {gflops / mm32:.2f} of fp32 matmul")
     if args.json:
         with open(args.json, "w") as f:

@@ -72,6 +72,7 @@ class RunConfig:
     checkpoint_minutes: float = 0.0  # also save last.ckpt every this many minutes (0: per epoch only)
     checkpoint_steps: int = 0  # also save last.ckpt every this many steps (0: off)
     threads: int = 0  # torch CPU threads per process (0: leave PyTorch's default)
+    cpu_malloc: bool = True  # on a CPU, keep freed memory for reuse (engine/allocator.py)
 
 
 @dataclass

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from .. import models
+from ..models import lrn_kernel
 from ..errors import UserError
 from . import config as config_mod
+from .allocator import keep_freed_memory
 from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
 from .loop import TrainState, evaluate, train_one_epoch
@@ -129,6 +131,13 @@ class Trainer:
             raise UserError(str(e)) from None
         self.input_size = model.cfg.input_size
         device = self.dist.device
+        if device.type == "cpu" and cfg.run.cpu_malloc:
+            keep_freed_memory()
+        if device.type == "cpu" and model.cfg.lrn is not None:
+            try:
+                lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
+            except (ValueError, RuntimeError) as e:
+                raise UserError(str(e)) from None
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)
