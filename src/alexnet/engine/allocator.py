@@ -3,13 +3,15 @@
 glibc serves allocations above its mmap threshold (at most 32 MB) with fresh
 ``mmap`` calls and unmaps them on free. A training step of AlexNet at batch
 128 allocates dozens of activation and gradient tensors of 20-150 MB, so every
-step the kernel zero-fills them again, page by page: measured on a 2-core
-EPYC, that was a third of the step (``benchmarks/train_throughput.py``).
+step the kernel zero-fills them again, page by page.
 
 :func:`keep_freed_memory` makes glibc serve them from the heap and keep freed
-memory (up to 1 GiB of slack) for the next step. It is what jemalloc/tcmalloc
-under ``LD_PRELOAD`` give, without the preload. The cost is that the process
-keeps up to that much freed memory. ``alexnet train`` on a CPU calls it unless
+memory (up to 1 GiB of slack at the top) for the next step, as jemalloc or
+tcmalloc under ``LD_PRELOAD`` would, without the preload. The heap grows for
+the first few steps, then is reused without page faults (``tests/test_allocator.py``).
+Measured on a 2-core EPYC, 16 bf16 steps of ``alexnet`` at batch 128: 72-78
+images/s against 37-71 with the default allocator, for a resident size of
+2.3 GB against 1.7 GB (peak 2.1 GB). ``alexnet train`` on a CPU calls it unless
 ``run.cpu_malloc: false``; on other C libraries (macOS, musl) it does nothing.
 """
 
