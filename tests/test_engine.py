@@ -74,8 +74,8 @@ def test_short_run_learns(prepared, tmp_path):
     assert res["best_top1_err"] == min(e["val_top1_err"] for e in epochs)
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: with the paper's biases of 1 alexnet-small collapses to one "
-                   "class in its first steps (loss jumps to 4-15, then sits at chance)")
+@pytest.mark.xfail(strict=True, reason="known issue: with the paper's biases of 1 the first steps of alexnet-small "
+                   "kill its fc7 ReLUs and it sits at chance (scripts/bias_stall.py)")
 def test_paper_biases_learn_too(prepared, tmp_path):
     cfg = load_config(None, TINY + ["run.epochs=6", "data.lighting=0.0", "run.log_every=100"])
     fit(cfg, prepared, tmp_path / "run", progress=False)

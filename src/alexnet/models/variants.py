@@ -36,9 +36,18 @@ For a 32 x 32 input:
 Built with ``input_size=28`` the maps are 28 -> 13 -> 6 -> 2 and fc6 sees 96 x 2 x 2.
 Its weights start from Kaiming-normal rather than N(0, 0.01): at this depth and
 width N(0, 0.01) leaves the signal too small to train in a CPU budget. Pass
-``init="paper"`` to use the paper's. Known issue: with the paper's biases of 1
-this net stalls at chance on the built-in dataset (measured; see
-``configs/demo.yaml``, which passes ``bias=0.0``).
+``init="paper"`` to use the paper's.
+
+Known issue: with the paper's biases of 1 this net stalls at chance on the
+built-in dataset (``configs/demo.yaml`` passes ``bias=0.0``; on Fashion-MNIST
+it trains with them). ``scripts/bias_stall.py`` shows why: at initialisation
+the constant that the biases add dominates the activations (fc7 varies across
+images by 0.07 of its mean, 0.48 with biases 0) and the logits (spread 0.85
+across classes, 0.05 across images). The first SGD steps fit that constant
+(loss 3.5, then 20.8 at step 1), and those large updates push conv5 and fc7
+below zero for every image: 98% of conv5's and 100% of fc7's units are dead by
+step 100, they get no gradient, and the output no longer depends on the input.
+With biases 0 no layer loses more than a quarter of its units.
 """
 
 from __future__ import annotations
