@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_loader.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/lrn.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
