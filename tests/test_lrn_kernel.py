@@ -58,12 +58,13 @@ def test_gradcheck(impl):
     assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 5, 1e-2, 0.75, 2.0, 2), (x,))
 
 
-def test_bf16_input_and_odd_strides(impl):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_and_odd_strides(impl, dtype):
     x = torch.randn(4, 64, 9, 9) * 10
-    want = lrn_reference(x, 5, 1e-4, 0.75, 2.0, 2)
-    got = local_response_norm(x.bfloat16(), 5, 1e-4, 0.75, 2.0, 2)
-    assert got.dtype == torch.bfloat16
-    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=2e-2)
+    want = lrn_reference(x.to(dtype), 5, 1e-4, 0.75, 2.0, 2)
+    got = local_response_norm(x.to(dtype), 5, 1e-4, 0.75, 2.0, 2)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2)
     sliced = x[:, :, 1:8, ::2]  # neither layout: handled through a copy
     torch.testing.assert_close(local_response_norm(sliced, 5, 1e-4, 0.75, 2.0, 2).double(),
                                lrn_reference(sliced, 5, 1e-4, 0.75, 2.0, 2), rtol=1e-5, atol=1e-5)
