@@ -124,3 +124,35 @@ def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
     src.write_text(lrn_kernel.SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(lrn_kernel, "SOURCE", src)
     assert lrn_kernel.build_name() != a and lrn_kernel.build_name().startswith("alexnet_lrn_cpu_")
+
+
+def test_fused_kernel_traces_under_torch_compile(monkeypatch):
+    """The kernel is a custom op with a fake impl and autograd: compile keeps it, no graph break."""
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
+    try:
+        lrn_kernel.get()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    torch._dynamo.reset()
+    x = (torch.randn(2, 16, 5, 5) * 20).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(2, 16, 5, 5)
+
+    def f(a):
+        return local_response_norm(torch.relu(a), 5, 1e-3, 0.75, 2.0, 2)
+
+    (want,) = torch.autograd.grad(f(x), x, g)
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    (got,) = torch.autograd.grad(out, x, g)
+    torch.testing.assert_close(out, f(x))
+    torch.testing.assert_close(got, want)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    graphs = []
+
+    def recording(gm, inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(f, backend=recording, fullgraph=True)(x)
+    assert "alexnet.lrn_cpu" in graphs[0]  # the kernel itself, not the tensor-op LRN

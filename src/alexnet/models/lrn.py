@@ -14,12 +14,14 @@ the edges. Two details are easy to get wrong and both are options here:
   channels on its own; ``groups=1`` mixes them (what Caffe does).
 
 On a CPU the op runs as one fused C++ kernel (``lrn_kernel.py``, built on
-first use; one pass over memory each way). Elsewhere, or where no compiler is
-found, it is written for speed in tensor ops: the window sum is one matrix product with a
-block-diagonal band matrix (no padded copies, either memory layout), ``rsqrt``
-replaces a general ``pow`` when beta is 0.75, and the backward is analytic
-instead of autograd through the window and is checked in the tests against a direct float64 evaluation of
-the formula above.
+first use; one pass over memory each way), registered as the custom ops
+``alexnet::lrn_cpu`` and ``alexnet::lrn_cpu_backward`` so that torch.compile
+calls it too. Elsewhere, or where no compiler is found, it is written for speed
+in tensor ops: the window sum is one matrix product with a block-diagonal band
+matrix (no padded copies, either memory layout), ``rsqrt`` replaces a general
+``pow`` when beta is 0.75, and the backward is analytic instead of autograd
+through the window. Both are checked in the tests against a direct float64
+evaluation of the formula above.
 """
 
 from __future__ import annotations
@@ -127,34 +129,63 @@ def local_response_norm(
     if c % groups:
         raise ValueError(f"LRN: {c} channels do not split into {groups} groups")
     scale = alpha / size if alpha_per_channel else alpha
+    if x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and _fused_available():
+        # The fused kernel, as a custom op: eager and torch.compile both call it.
+        fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        return torch.ops.alexnet.lrn_cpu(x.contiguous(memory_format=fmt), size, scale, beta, k, groups)
     if torch.compiler.is_compiling():
-        # Under torch.compile a plain expression lets inductor fuse the whole op.
+        # Elsewhere under torch.compile a plain expression lets inductor fuse the whole op.
         return _lrn_plain(x, size, scale, beta, k, groups)
-    if x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and lrn_kernel.get() is not None:
-        return _FusedLRN.apply(x, size, scale, beta, k, groups)
     return _LRN.apply(x, size, scale, beta, k, groups)
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-class _FusedLRN(torch.autograd.Function):
-    """LRN through the fused CPU kernel: saves only x, recomputes t in the backward."""
+def _fused_available() -> bool:
+    if torch.compiler.is_compiling():
+        return lrn_kernel.loaded()  # no building while tracing: use it if eager code loaded it
+    return lrn_kernel.get() is not None
 
-    @staticmethod
-    def forward(ctx, x, size, scale, beta, k, groups):
-        ctx.save_for_backward(x)
-        ctx.cfg = (size, scale, beta, k, groups)
-        with torch.autocast("cpu", enabled=False):
-            return lrn_kernel.get().forward(x, size, scale, beta, k, groups)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        with torch.autocast("cpu", enabled=False):
-            dx = lrn_kernel.get().backward(x, g, *ctx.cfg)
-        return dx, None, None, None, None, None
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+# The fused CPU kernel as custom ops (forward, backward), so that autograd saves
+# only x and torch.compile keeps the kernel instead of tracing through it.
+@torch.library.custom_op("alexnet::lrn_cpu", mutates_args=(), device_types="cpu")
+def _lrn_cpu(x: torch.Tensor, size: int, scale: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    return lrn_kernel.get().forward(x, size, scale, beta, k, groups)
+
+
+@_lrn_cpu.register_fake
+def _(x, size, scale, beta, k, groups):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("alexnet::lrn_cpu_backward", mutates_args=(), device_types="cpu")
+def _lrn_cpu_backward(x: torch.Tensor, grad: torch.Tensor, size: int, scale: float, beta: float, k: float,
+                      groups: int) -> torch.Tensor:
+    return lrn_kernel.get().backward(x, grad, size, scale, beta, k, groups)
+
+
+@_lrn_cpu_backward.register_fake
+def _(x, grad, size, scale, beta, k, groups):
+    return torch.empty_like(x)
+
+
+def _lrn_cpu_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.cfg = inputs[1:]
+
+
+def _lrn_cpu_grad(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return (torch.ops.alexnet.lrn_cpu_backward(x, grad, *ctx.cfg),) + (None,) * 5
+
+
+_lrn_cpu.register_autograd(_lrn_cpu_grad, setup_context=_lrn_cpu_setup)
 
 
 def _lrn_plain(x, size, scale, beta, k, groups):

@@ -94,6 +94,11 @@ def _build():
                     with_cuda=False, verbose=False)
 
 
+def loaded() -> bool:
+    """Whether the kernel is already loaded in this process (never builds)."""
+    return _state.get("module") is not None and mode() != "torch"
+
+
 def get():
     """The compiled module (``forward``, ``backward``), or None when unavailable or not wanted."""
     m = mode()
