@@ -1,5 +1,8 @@
 """The fused CPU LRN kernel and the PyTorch LRN: each against the paper's formula."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -7,6 +10,7 @@ import torch
 
 from alexnet import models
 from alexnet.models import lrn_kernel
+from alexnet.errors import UserError
 from alexnet.models.lrn import local_response_norm
 from test_models import lrn_reference
 
@@ -17,7 +21,7 @@ def impl(request, monkeypatch):
     if request.param == "fused":
         try:
             lrn_kernel.get()
-        except RuntimeError as e:  # no C++ compiler on this machine
+        except UserError as e:  # no C++ compiler on this machine
             pytest.skip(str(e))
     return request.param
 
@@ -78,7 +82,7 @@ def test_fused_and_torch_agree_on_a_training_step(monkeypatch):
         if choice == "fused":
             try:
                 lrn_kernel.get()
-            except RuntimeError as e:
+            except UserError as e:
                 pytest.skip(str(e))
         torch.manual_seed(0)
         m = models.create("alexnet", num_classes=10, dropout=0.0).to(memory_format=torch.channels_last)
@@ -108,14 +112,18 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch):
         local_response_norm(x)  # warned once, not on every call
     monkeypatch.setattr(lrn_kernel, "_state", {})
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
-    with pytest.raises(RuntimeError, match="could not be built: no compiler here"):
+    with pytest.raises(UserError, match="could not be built: no compiler here"):
         local_response_norm(x)
 
 
 def test_bad_kernel_choice_is_named(monkeypatch):
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fast")
-    with pytest.raises(ValueError, match="ALEXNET_LRN_KERNEL must be one of auto, torch, fused, not 'fast'"):
+    with pytest.raises(UserError, match="ALEXNET_LRN_KERNEL must be one of auto, torch, fused, not 'fast'"):
         local_response_norm(torch.randn(1, 8, 2, 2))
+    run = subprocess.run([sys.executable, "-m", "alexnet.cli.main", "info", "alexnet"], capture_output=True, text=True,
+                         env={**os.environ, "ALEXNET_LRN_KERNEL": "fast"})
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == "alexnet info: error: ALEXNET_LRN_KERNEL must be one of auto, torch, fused, not 'fast'"
 
 
 def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
@@ -131,7 +139,7 @@ def test_fused_kernel_traces_under_torch_compile(monkeypatch):
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
     try:
         lrn_kernel.get()
-    except RuntimeError as e:
+    except UserError as e:
         pytest.skip(str(e))
     torch._dynamo.reset()
     x = (torch.randn(2, 16, 5, 5) * 20).contiguous(memory_format=torch.channels_last).requires_grad_()

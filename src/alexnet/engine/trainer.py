@@ -134,10 +134,7 @@ class Trainer:
         if device.type == "cpu" and cfg.run.cpu_malloc:
             keep_freed_memory()
         if device.type == "cpu" and model.cfg.lrn is not None:
-            try:
-                lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
-            except (ValueError, RuntimeError) as e:
-                raise UserError(str(e)) from None
+            lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)

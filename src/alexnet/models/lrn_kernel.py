@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 SOURCE = Path(__file__).with_name("csrc") / "lrn_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
@@ -43,7 +45,7 @@ _state: dict = {}
 def mode() -> str:
     value = os.environ.get("ALEXNET_LRN_KERNEL", "auto").strip().lower() or "auto"
     if value not in CHOICES:
-        raise ValueError(f"ALEXNET_LRN_KERNEL must be one of {', '.join(CHOICES)}, not {value!r}")
+        raise UserError(f"ALEXNET_LRN_KERNEL must be one of {', '.join(CHOICES)}, not {value!r}")
     return value
 
 
@@ -112,7 +114,7 @@ def get():
                 _state["module"] = None
                 reason = " ".join(str(exc).split())[:300]
                 if m == "fused":
-                    raise RuntimeError(f"the fused LRN kernel could not be built: {reason}") from exc
+                    raise UserError(f"ALEXNET_LRN_KERNEL=fused, but the fused LRN kernel could not be built: {reason}") from exc
                 warnings.warn(f"alexnet: fused CPU LRN kernel unavailable ({reason}); "
                               "using the PyTorch LRN, which is slower", RuntimeWarning, stacklevel=3)
         return _state["module"]
