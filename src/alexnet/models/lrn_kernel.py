@@ -110,11 +110,12 @@ def get():
         if "module" not in _state:
             try:
                 _state["module"] = _build()
-            except Exception as exc:  # no compiler, no ninja, build error
+            except Exception as exc:  # no compiler, no ninja, unwritable cache, build error
                 _state["module"] = None
-                reason = " ".join(str(exc).split())[:300]
-                if m == "fused":
-                    raise UserError(f"ALEXNET_LRN_KERNEL=fused, but the fused LRN kernel could not be built: {reason}") from exc
-                warnings.warn(f"alexnet: fused CPU LRN kernel unavailable ({reason}); "
-                              "using the PyTorch LRN, which is slower", RuntimeWarning, stacklevel=3)
+                _state["error"] = " ".join(str(exc).split())[:300]
+                if m != "fused":
+                    warnings.warn(f"alexnet: fused CPU LRN kernel unavailable ({_state['error']}); "
+                                  "using the PyTorch LRN, which is slower", RuntimeWarning, stacklevel=3)
+        if _state["module"] is None and m == "fused":
+            raise UserError(f"ALEXNET_LRN_KERNEL=fused, but the fused LRN kernel could not be built: {_state['error']}")
         return _state["module"]
