@@ -35,20 +35,21 @@ def numbered(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth32")
-    generate_synth(root / "raw", classes=4, train_per_class=12, val_per_class=3, size=32, progress=False)
+def prepared_synth(tmp_path_factory, **synth):
+    root = tmp_path_factory.mktemp(f"synth{synth['size']}")
+    generate_synth(root / "raw", progress=False, **synth)
     prepare(root / "raw", root / "prepared", workers=1, progress=False)
     return root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return prepared_synth(tmp_path_factory, classes=4, train_per_class=12, val_per_class=3, size=32)
 
 
 @pytest.fixture(scope="module")
 def jpg(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth256")
-    generate_synth(root / "raw", classes=2, train_per_class=5, val_per_class=2, size=256, progress=False)
-    prepare(root / "raw", root / "prepared", workers=1, progress=False)
-    return root / "prepared"
+    return prepared_synth(tmp_path_factory, classes=2, train_per_class=5, val_per_class=2, size=256)
 
 
 def ids_of(loader) -> list[list[int]]:

@@ -15,14 +15,19 @@ from alexnet.models.lrn import local_response_norm
 from test_models import lrn_reference
 
 
-@pytest.fixture(params=["fused", "torch"])
-def impl(request, monkeypatch):
-    monkeypatch.setenv("ALEXNET_LRN_KERNEL", request.param)
-    if request.param == "fused":
+def use(monkeypatch, choice):
+    """Select the LRN implementation; skip when the fused one cannot be built here (no compiler)."""
+    monkeypatch.setenv("ALEXNET_LRN_KERNEL", choice)
+    if choice == "fused":
         try:
             lrn_kernel.get()
-        except UserError as e:  # no C++ compiler on this machine
+        except UserError as e:
             pytest.skip(str(e))
+
+
+@pytest.fixture(params=["fused", "torch"])
+def impl(request, monkeypatch):
+    use(monkeypatch, request.param)
     return request.param
 
 
@@ -78,12 +83,7 @@ def test_fused_and_torch_agree_on_a_training_step(monkeypatch):
     """One bf16 channels-last step of the paper's network gives the same grads both ways."""
     grads = {}
     for choice in ("torch", "fused"):
-        monkeypatch.setenv("ALEXNET_LRN_KERNEL", choice)
-        if choice == "fused":
-            try:
-                lrn_kernel.get()
-            except UserError as e:
-                pytest.skip(str(e))
+        use(monkeypatch, choice)
         torch.manual_seed(0)
         m = models.create("alexnet", num_classes=10, dropout=0.0).to(memory_format=torch.channels_last)
         with torch.no_grad():
@@ -135,11 +135,7 @@ def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
 
 def test_fused_kernel_traces_under_torch_compile(monkeypatch):
     """The kernel is a custom op with a fake impl and autograd: compile keeps it, no graph break."""
-    monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
-    try:
-        lrn_kernel.get()
-    except UserError as e:
-        pytest.skip(str(e))
+    use(monkeypatch, "fused")
     torch._dynamo.reset()
     x = (torch.randn(2, 16, 5, 5) * 20).contiguous(memory_format=torch.channels_last).requires_grad_()
     g = torch.randn(2, 16, 5, 5)

@@ -131,10 +131,11 @@ class Trainer:
             raise UserError(str(e)) from None
         self.input_size = model.cfg.input_size
         device = self.dist.device
-        if device.type == "cpu" and cfg.run.cpu_malloc:
-            keep_freed_memory()
-        if device.type == "cpu" and model.cfg.lrn is not None:
-            lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
+        if device.type == "cpu":
+            if cfg.run.cpu_malloc:
+                keep_freed_memory()
+            if model.cfg.lrn is not None:
+                lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -106,6 +106,9 @@ def get():
     m = mode()
     if m == "torch":
         return None
+    module = _state.get("module")
+    if module is not None:  # the per-call path: no lock once loaded
+        return module
     with _lock:
         if "module" not in _state:
             try:
