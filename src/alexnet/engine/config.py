@@ -1,12 +1,20 @@
 """Typed, sectioned training config: YAML recipes, ``--set section.key=value``.
 
-Unknown keys and values of the wrong type are one-line :class:`UserError`s
-naming the key, so a typo never silently falls back to a default.
+Unknown keys (with the closest known key suggested), values of the wrong
+type and numbers out of range are one-line :class:`UserError`s naming the
+key, so a typo never silently falls back to a default.
+
+Numbers follow YAML 1.2 (``1e-3`` is a float; PyYAML alone follows YAML 1.1,
+where it is the string "1e-3"); booleans keep YAML 1.1's ``on``/``off``/
+``yes``/``no`` as well, since ``model.lrn: off`` is how the README spells it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -93,7 +101,69 @@ CHOICES = {
     "optim.rule": ("paper", "torch"),
     "run.precision": ("fp32", "bf16", "fp16"),
 }
-POSITIVE = ("data.batch_size", "optim.accumulate", "run.epochs", "run.log_every")
+# Allowed ranges: key -> (test, what the error says the value must be).
+RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "model.input_size": (lambda v: v >= 1, "at least 1"),
+    "model.dropout": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "model.width": (lambda v: v > 0, "greater than 0"),
+    "data.batch_size": (lambda v: v >= 1, "at least 1"),
+    "data.workers": (lambda v: v >= 0, "at least 0"),
+    "data.lighting": (lambda v: v >= 0, "at least 0"),
+    "optim.lr": (lambda v: v > 0, "greater than 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "optim.weight_decay": (lambda v: v >= 0, "at least 0"),
+    "optim.accumulate": (lambda v: v >= 1, "at least 1"),
+    "schedule.patience": (lambda v: v >= 0, "at least 0"),
+    "schedule.factor": (lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
+    "schedule.max_drops": (lambda v: v >= 0, "at least 0"),
+    "schedule.min_delta": (lambda v: v >= 0, "at least 0"),
+    "schedule.warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "run.epochs": (lambda v: v >= 1, "at least 1"),
+    "run.seed": (lambda v: v >= 0, "at least 0"),
+    "run.log_every": (lambda v: v >= 1, "at least 1"),
+    "run.checkpoint_minutes": (lambda v: v >= 0, "at least 0"),
+    "run.checkpoint_steps": (lambda v: v >= 0, "at least 0"),
+    "run.threads": (lambda v: v >= 0, "at least 0"),
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema numbers (see the module docstring)."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+# int before float: the first resolver that matches wins, and "12" matches both
+_Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def _yaml12_int(loader, node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text)
+
+
+def _yaml12_float(loader, node) -> float:
+    text = loader.construct_scalar(node).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text == ".nan" else float(text)
+
+
+_Loader.add_constructor(_INT, _yaml12_int)
+_Loader.add_constructor(_FLOAT, _yaml12_float)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML with 1.2 numbers (may raise ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -111,6 +181,13 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                 pass
         names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
         raise UserError(f"{key} must be {names}, not {value!r}")
+    if tp is float and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and not math.isfinite(number):
+            raise UserError(f"{key} must be a finite number, not {value!r}")
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -119,6 +196,8 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     )
     if not ok:
         raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise UserError(f"{key} must be a finite number, not {value}")
     return float(value) if tp is float else value
 
 
@@ -131,17 +210,23 @@ def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
     """Set ``section.key`` to ``value`` with type checking."""
     section, _, key = dotted.partition(".")
     sections = typing.get_type_hints(TrainConfig)
-    if section not in sections or not key:
-        raise UserError(f"unknown config key {dotted!r}; sections: {', '.join(sections)}")
-    fields = _fields(sections[section])
+    fields = _fields(sections[section]) if section in sections else {}
     if key not in fields:
-        raise UserError(f"unknown config key {dotted!r}; {section} has: {', '.join(fields)}")
+        known = [f"{s}.{k}" for s, cls in sections.items() for k in _fields(cls)]
+        close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {close[0]}?"
+        elif fields:
+            hint = f"{section} has: {', '.join(fields)}"
+        else:
+            hint = f"sections: {', '.join(sections)}"
+        raise UserError(f"unknown config key {dotted!r}; {hint}")
     value = _check_type(dotted, value, fields[key])
     if dotted in CHOICES and value not in CHOICES[dotted]:
         allowed = ", ".join("null" if c is None else str(c) for c in CHOICES[dotted])
         raise UserError(f"{dotted} must be one of {allowed}, not {value!r}")
-    if dotted in POSITIVE and value < 1:
-        raise UserError(f"{dotted} must be at least 1, not {value}")
+    if dotted in RANGES and value is not None and not RANGES[dotted][0](value):
+        raise UserError(f"{dotted} must be {RANGES[dotted][1]}, not {value}")
     setattr(getattr(cfg, section), key, value)
 
 
@@ -183,16 +268,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     if path is not None:
         path = resolve_recipe(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = parse_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file (a recipe is UTF-8 YAML)") from None
     cfg = from_dict(data, str(path) if path else "config")
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set expects section.key=value, got {item!r}")
         key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         set_key(cfg, key.strip(), value)
