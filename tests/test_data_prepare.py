@@ -18,6 +18,7 @@ from PIL import Image
 
 from alexnet.cli.main import main
 from alexnet.data import load_stats, prepare, read_meta
+from alexnet.data.prepare import read_skipped
 from alexnet.data.shards import ShardWriter, decode_jpegs, scan_shard
 from alexnet.errors import UserError
 
@@ -81,7 +82,7 @@ def mixed_folder(root: Path) -> tuple[dict[str, str], list[str]]:
     start = full.index(b"\xff\xda") + 20
     corrupt[start:] = np.random.default_rng(0).integers(0, 256, len(corrupt) - start, dtype=np.uint8).tobytes()
     (b / "corrupt.jpg").write_bytes(bytes(corrupt))
-    bad["corrupt.jpg"] = "decode"
+    bad["corrupt.jpg"] = "damaged"
     (a / "garbage.jpg").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
     bad["garbage.jpg"] = "not an image"
     (b / "bomb.png").write_bytes(png_bytes(60000, 60000, 8, 0, b"\0" * 10))  # declares 3.6 G pixels
@@ -141,8 +142,7 @@ def test_prepare_keeps_good_files_and_lists_each_bad_one(tmp_path):
     bad, good = mixed_folder(tmp_path / "src")
     summary = prepare(tmp_path / "src", tmp_path / "out", size=48, workers=2, progress=False)
     assert summary["splits"] == {"train": len(good)} and summary["skipped"] == len(bad)
-    lines = (tmp_path / "out" / "skipped.txt").read_text().splitlines()
-    listed = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in lines}
+    listed = {os.path.basename(e["path"]): e["reason"] for e in read_skipped(tmp_path / "out")}
     assert set(listed) == set(bad)
     for name, word in bad.items():
         assert word in listed[name], (name, listed[name])
@@ -170,6 +170,8 @@ def test_modes_become_rgb_as_documented(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(wide).save(src / "f_exif.png", exif=exif.tobytes())
+    (src.parent / "y").mkdir()
+    Image.new("RGB", (80, 80)).save(src.parent / "y" / "other_class.png")  # a classifier needs two classes
     prepare(tmp_path / "src", tmp_path / "out", size=40, workers=1, progress=False)
     images, _ = read_samples(tmp_path / "out", "train")
     assert (images[0] == 255).all()  # composited over white, not red
@@ -322,9 +324,10 @@ def test_prepare_refuses_other_data_in_out(tmp_path):
 
 
 def test_all_bad_is_a_user_error(tmp_path, capsys):
-    d = tmp_path / "src" / "train" / "x"
-    d.mkdir(parents=True)
-    (d / "a.jpg").write_text("nope")
+    for c in ("x", "y"):
+        d = tmp_path / "src" / "train" / c
+        d.mkdir(parents=True)
+        (d / "a.jpg").write_text("nope")
     assert main(["prepare", str(tmp_path / "src"), str(tmp_path / "out"), "--no-progress"]) == 2
     assert "no usable training images" in capsys.readouterr().err
 

@@ -18,11 +18,21 @@ prepares ImageNet. Large JPEGs are decoded at a reduced DCT scale (Pillow's
 A file that cannot be used raises :class:`BadImage` with a one-line reason:
 empty, not an image, truncated or corrupt, or declaring more pixels than
 ``max_pixels`` (a decompression bomb: refused before any pixel is decoded).
+
+Damaged but decodable files get the same policy as truncated ones: refused
+(so ``prepare`` skips them and lists them in skipped.txt). Pillow hides the
+decoder's complaints and fills what it could not decode with grey, so a
+JPEG is also decoded once by libjpeg-turbo (torchvision) and refused when
+libjpeg reports corrupt data: a bit-flipped entropy-coded body, a header
+declaring more rows than the data holds. A flip that still decodes to valid
+codes is undetectable and kept, as any decoder would.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -94,9 +104,67 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     return im
 
 
+# libjpeg's warnings that mean the data is damaged (jerror.h: JWRN_HIT_MARKER, JWRN_HUFF_BAD_CODE,
+# JWRN_EXTRANEOUS_DATA, JWRN_MUST_RESYNC, JWRN_ARITH_BAD_CODE, JWRN_JPEG_EOF); others are harmless notes
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
+def jpeg_damage(path: str | os.PathLike) -> str | None:
+    """libjpeg-turbo's complaint about the JPEG at ``path`` (the first line of it), or None if it decodes cleanly.
+
+    libjpeg prints its warnings on file descriptor 2, so that descriptor is
+    pointed at a temporary file for the length of one decode.
+    """
+    import torch
+
+    from .shards import decode_jpegs
+
+    with open(path, "rb") as f:
+        data = f.read()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], 3)
+        except RuntimeError:  # a fatal libjpeg error: Pillow's libjpeg stops there too and says why
+            pass
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        said = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+    damage = [line for line in said if line.startswith(_JPEG_DAMAGE)]
+    return damage[0] if damage else None
+
+
+def _refuse_damaged(path: str | os.PathLike, fmt: str | None) -> None:
+    if fmt != "JPEG":
+        return
+    try:
+        damage = jpeg_damage(path)
+    except OSError as e:
+        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if damage:
+        raise BadImage(f"damaged: {damage}")
+
+
+def check_damage(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`BadImage` for a file :func:`load_square` refuses before decoding it (see the module docstring)."""
+    im = open_image(path, max_pixels)
+    fmt = im.format
+    im.close()
+    _refuse_damaged(path, fmt)
+
+
 def load_square(path: str | os.PathLike, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring)."""
     source = im = open_image(path, max_pixels)
+    try:
+        _refuse_damaged(path, im.format)
+    except BadImage:
+        source.close()
+        raise
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

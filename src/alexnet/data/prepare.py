@@ -6,7 +6,8 @@ The prepared folder (``OUT``)::
                          format (jpg | raw), source, version; written last
     stats.npz            mean_image, mean_rgb, eigval, eigvec (and cov, count) of train,
                          for pixel values in [0, 1] (see alexnet.data.stats)
-    skipped.txt          one line per unusable source file: path <TAB> reason
+    skipped.txt          one line per unusable source file, a JSON object
+                         {"split", "path", "reason"} (+ "path_hex", see skipped_line)
     <split>-NNNNNN.tar   the shards (see alexnet.data.shards)
     <split>.index.npy    (shard, offset, size, label) per sample, for random access
     .prepare/            the plan and one part file per finished shard (for resuming)
@@ -101,8 +102,8 @@ def fingerprint(source: Source, settings: dict) -> str:
     for name, split in sorted(source.splits.items()):
         h.update(name.encode())
         if split.files is not None:
-            for path, label in split.files:
-                h.update(f"{os.path.relpath(path, source.root)}\0{label}\n".encode())
+            for path, label in split.files:  # names as bytes: any name, UTF-8 or not
+                h.update(os.fsencode(os.path.relpath(path, source.root)) + f"\0{label}\n".encode())
         else:
             h.update(str(split.images.shape).encode())
             h.update(np.ascontiguousarray(split.images).data)
@@ -262,6 +263,9 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
     source = open_source(src)
+    if len(source.classes) < 2:
+        raise UserError(f"{source.root} holds {len(source.classes)} class ({', '.join(source.classes)}): "
+                        "a classifier needs at least two")
     out = Path(out)
     side, fmt = choose_side(source, size, max_pixels)
     channels = source.channels
@@ -294,7 +298,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
 
 def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dict:
     """Merge the part files into the indexes, skipped.txt, stats.npz and, last, meta.json."""
-    skipped = [entry for split in source.splits.values() for entry in split.skipped]
+    skipped = [(name, *entry) for name, split in source.splits.items() for entry in split.skipped]
     counts, shards, stats = {}, {}, None
     for name in source.splits:
         rows = []
@@ -303,7 +307,7 @@ def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dic
             with np.load(out / WORK_DIR / f"{name}-{t.number:06d}.npz", allow_pickle=False) as part:
                 index = part["index"]
                 rows.append(np.column_stack([np.full(len(index), len(shards[name]), np.int64), index]))
-                skipped.extend(zip(part["skipped_path"].tolist(), part["skipped_reason"].tolist()))
+                skipped.extend((name, p, r) for p, r in zip(part["skipped_path"].tolist(), part["skipped_reason"].tolist()))
                 if name == "train":
                     s = PixelStats.from_state({k[6:]: part[k] for k in part.files if k.startswith("stats_")})
                     if stats is None:
@@ -316,9 +320,14 @@ def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dic
         np.save(buf, index, allow_pickle=False)
         atomic_write_bytes(out / f"{name}.index.npy", buf.getvalue())
         counts[name] = len(index)
-    atomic_write_bytes(out / SKIPPED_FILE, "".join(f"{p}\t{r}\n" for p, r in skipped).encode())
+        if name == "train":
+            usable = np.unique(index[:, 3])  # classes with at least one usable training image
+    atomic_write_bytes(out / SKIPPED_FILE, "".join(skipped_line(*entry) for entry in skipped).encode())
     if not counts.get("train"):
         raise UserError(f"no usable training images in {source.root} ({len(skipped)} skipped, see {out / SKIPPED_FILE})")
+    if len(usable) < 2:
+        raise UserError(f"only class {source.classes[int(usable[0])]} has usable training images in {source.root}: "
+                        f"a classifier needs at least two ({len(skipped)} skipped, see {out / SKIPPED_FILE})")
     buf = io.BytesIO()
     np.savez(buf, **stats.finish())
     atomic_write_bytes(out / STATS_FILE, buf.getvalue())
@@ -340,6 +349,26 @@ def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dic
     return {"out": str(out), "source": source.kind, "splits": counts, "skipped": len(skipped),
             "size": settings["side"], "format": settings["format"], "channels": settings["channels"],
             "classes": len(source.classes)}
+
+
+def skipped_line(split: str, path: str, reason: str) -> str:
+    """One line of skipped.txt: a JSON object ``{"split", "path", "reason"}``, and ``path_hex``
+    (the name's bytes) when the name is not valid UTF-8, so any name survives."""
+    def text(s: str) -> str:  # undecodable bytes (surrogate escapes) shown as \xNN
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+    entry = {"split": split, "path": text(path), "reason": text(reason)}
+    if entry["path"] != path:
+        entry["path_hex"] = os.fsencode(path).hex()
+    return json.dumps(entry, ensure_ascii=False) + "\n"
+
+
+def read_skipped(prepared_dir: str | os.PathLike) -> list[dict]:
+    """The entries of a prepared folder's skipped.txt (see :func:`skipped_line`)."""
+    path = Path(prepared_dir) / SKIPPED_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def read_meta(prepared_dir: str | os.PathLike) -> dict:

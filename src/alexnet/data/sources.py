@@ -9,7 +9,12 @@ kind           layout
 =============  ==============================================================
 ``folder``     ``ROOT/train/<class>/**`` and ``ROOT/val/<class>/**``
                (optionally ``ROOT/test/<class>/**``); any file Pillow reads.
-               Classes: the sorted folder names of ``train``.
+               Classes: the sorted folder names of ``train``. A class
+               folder may itself be a link (to anywhere); links to folders
+               *inside* a class folder are not followed (a link to ``.`` or
+               ``..`` would count images twice or under another class) and
+               are listed as skipped, as are links to nothing and anything
+               that is not a regular file (a FIFO would block the reader).
 ``ilsvrc2012`` ILSVRC-2012 as distributed: ``train/<wnid>/*.JPEG`` and a flat
                ``val/`` of ``ILSVRC2012_val_%08d.JPEG`` labelled by either the
                devkit (``ILSVRC2012_validation_ground_truth.txt`` + ``meta.mat``)
@@ -39,6 +44,7 @@ import gzip
 import os
 import pickle
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,22 +116,50 @@ def _class_dirs(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files_under(d: Path) -> list[str]:
-    """Every non-hidden file under ``d``, recursively, in sorted order."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-        out.extend(os.path.join(dirpath, n) for n in sorted(filenames) if not n.startswith("."))
-    return out
+def _files_under(d: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(files, skipped)``: every non-hidden regular file under ``d``, recursively, in sorted order,
+    and ``(path, reason)`` for the entries that are not read (links to folders, links to nothing, FIFOs...).
+
+    ``d`` itself may be a link; links to folders below it are not followed, so no loop and no
+    folder counted twice or under another class is possible.
+    """
+    files, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(d, onerror=lambda e: skipped.append((e.filename, f"cannot list: {e.strerror}"))):
+        links = [n for n in dirnames if os.path.islink(os.path.join(dirpath, n))]
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and n not in links)
+        skipped.extend((os.path.join(dirpath, n), "link to a folder inside a class folder: not followed")
+                       for n in sorted(links) if not n.startswith("."))
+        for n in sorted(filenames):
+            if n.startswith("."):
+                continue
+            path = os.path.join(dirpath, n)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as e:  # a dangling link, a link loop
+                skipped.append((path, f"cannot read: {e.strerror}"))
+                continue
+            if stat.S_ISREG(mode):
+                files.append(path)
+            else:
+                skipped.append((path, "not a regular file (a FIFO, socket or device)"))
+    return files, skipped
 
 
-def _labelled_files(d: Path, index: dict[str, int], split: str) -> list[tuple[str, int]]:
-    items = []
+def _labelled_files(d: Path, index: dict[str, int], split: str) -> Split:
+    found = Split(files=[])
+    seen: dict[str, str] = {}
     for name in _class_dirs(d):
         if name not in index:
             raise UserError(f"{d}/{name}: class folder not in train/ (a {split} class must also be a training class)")
-        items.extend((f, index[name]) for f in _files_under(d / name))
-    return items
+        real = os.path.realpath(d / name)
+        if real in seen:
+            raise UserError(f"{d}/{name} and {d}/{seen[real]} are the same folder ({real}): "
+                            "its images would be counted under two classes")
+        seen[real] = name
+        files, skipped = _files_under(d / name)
+        found.files.extend((f, index[name]) for f in files)
+        found.skipped.extend(skipped)
+    return found
 
 
 def read_folder(root: Path, base: Path) -> Source:
@@ -135,7 +169,7 @@ def read_folder(root: Path, base: Path) -> Source:
         raise UserError(f"{base / 'train'} has no class folders (expected train/<class>/<images>)")
     index = {c: i for i, c in enumerate(classes)}
     names = _synset_names(root, classes)
-    splits = {"train": Split(files=_labelled_files(base / "train", index, "train"))}
+    splits = {"train": _labelled_files(base / "train", index, "train")}
     if not splits["train"].files:
         raise UserError(f"{base / 'train'} holds no files")
     kind = "folder"
@@ -144,7 +178,7 @@ def read_folder(root: Path, base: Path) -> Source:
         if not d.is_dir():
             continue
         if _class_dirs(d):
-            splits[split] = Split(files=_labelled_files(d, index, split))
+            splits[split] = _labelled_files(d, index, split)
         elif split == "val" and any(f.is_file() for f in d.iterdir()):
             splits["val"], ilsvrc_names = _ilsvrc_val(root, d, index)
             names = ilsvrc_names or names
