@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .argtypes import count_int, int_at_least, positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="the built-in dataset (alexnet data synth)")
@@ -13,10 +15,10 @@ def add_parser(sub) -> None:
                     "cross, star, crescent, arrow, bowtie, bars) at random position, scale, rotation and colour "
                     "over textured, noisy backgrounds. Deterministic for a seed. Prepare it with `alexnet prepare`.")
     s.add_argument("out", help="output folder (new or empty)")
-    s.add_argument("--classes", type=int, default=10, help="number of classes, 2-10 (default 10)")
-    s.add_argument("--train-per-class", type=int, default=500, help="training images per class (default 500)")
-    s.add_argument("--val-per-class", type=int, default=100, help="validation images per class (default 100)")
-    s.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    s.add_argument("--classes", type=int_at_least(2, 10), default=10, help="number of classes, 2-10 (default 10)")
+    s.add_argument("--train-per-class", type=positive_int, default=500, help="training images per class (default 500)")
+    s.add_argument("--val-per-class", type=count_int, default=100, help="validation images per class (default 100)")
+    s.add_argument("--size", type=int_at_least(8, 4096), default=256, help="image side in pixels (default 256)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run_synth)
@@ -27,7 +29,9 @@ def run_synth(args) -> int:
     import time
 
     from ..data import generate_synth
+    from ..fileio import check_output_dir
 
+    check_output_dir(args.out)
     t0 = time.perf_counter()
     out = generate_synth(args.out, classes=args.classes, train_per_class=args.train_per_class,
                          val_per_class=args.val_per_class, size=args.size, seed=args.seed, progress=not args.no_progress)

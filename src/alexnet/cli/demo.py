@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..demo import run_demo
+    from ..engine.config import load_config
+    from ..fileio import check_output_dir
 
+    load_config("demo", args.overrides)  # a bad --set is refused before any data is generated
+    check_output_dir(args.out)
     run_demo(args.out, args.overrides, progress=not args.quiet)
     return 0

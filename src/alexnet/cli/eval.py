@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+from ..strict_json import dumps
+from .argtypes import count_int, positive_int
 
 
 def add_parser(sub) -> None:
@@ -12,8 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--tta", choices=("center", "10crop"), default="center",
                    help="center: one centre patch; 10crop: 4 corners + centre and their reflections, softmax averaged")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", action="store_true", help="print {count, top1_acc, top5_acc, top1_err, top5_err}")
@@ -27,7 +28,7 @@ def run(args) -> int:
                               batch_size=args.batch_size, workers=args.workers, device=args.device,
                               precision=args.precision, progress=not args.json)
     if args.json:
-        print(json.dumps(res))
+        print(dumps(res))
     else:
         print(f"{res['count']} images, {args.split}, {args.tta}: "
               f"top-1 error {res['top1_err']:.2%} (accuracy {res['top1_acc']:.2%}), "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from .argtypes import count_int, positive_int
 
 
 def add_parser(sub) -> None:
@@ -16,8 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", default="fc7", help="activation name (conv1..conv5, norm1, pool5, fc6, fc7, fc8, pixels)")
     p.add_argument("--out", required=True, help="output FILE.npy")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--workers", type=count_int, default=None,
                    help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -26,10 +26,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..features.extract import eval_loader, extract_features, load_model_for_features, sidecar_paths, _class_names
+    from ..fileio import check_output_file
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
     paths = sidecar_paths(args.out)
+    for path in paths.values():
+        check_output_file(path)
     model, ckpt, path = load_model_for_features(args.checkpoint, args.device)
     from ..features.extract import close_loader, eval_transform, layer_function
 

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module of this package and exposes
 ``add_parser(subparsers)``, which registers the parser and sets ``func``.
-A :class:`~alexnet.errors.UserError` becomes one line on stderr and exit 2.
+A :class:`~alexnet.errors.UserError`, a failed file operation (``OSError``)
+and a bad argument each become one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -18,8 +19,24 @@ from ..errors import UserError
 COMMANDS = ["demo", "info", "data", "prepare", "train", "eval", "convert", "features", "neighbors", "predict", "viz", "report"]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _names_as_bytes() -> None:
+    """Print file names that are not valid UTF-8 as the bytes they are, instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):  # not a text stream we may reconfigure
+            pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al. 2012): the paper's network, data pipeline, training and analysis.",
     )
@@ -31,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _names_as_bytes()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad argument (already reported in one line)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -40,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that vanished, no permission, a full disk: the user's to fix, no traceback
+        name = f"{e.filename}: " if e.filename and str(e.filename) not in (e.strerror or "") else ""
+        print(f"alexnet {args.command}: error: {name}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -3,10 +3,11 @@ and ``--evaluate SPLIT``: kNN accuracy of fc7 against raw pixels."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..strict_json import dumps
+from .argtypes import count_int, positive_int
 
 
 def add_parser(sub) -> None:
@@ -20,15 +21,15 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, help="prepared data folder (its train split is searched)")
     p.add_argument("--query", nargs="+", metavar="IMAGE", help="query image files")
     p.add_argument("--evaluate", metavar="SPLIT", help="score kNN classification of this split instead")
-    p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
+    p.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
     p.add_argument("--layer", default="fc7", help="feature layer (default fc7)")
     p.add_argument("--json", action="store_true",
                    help='print [{"query", "neighbors": [{"id", "class", "distance"}, ...]}] (or the scores)')
     p.add_argument("--out", metavar="DIR", help="also write neighbors.json and neighbors.png (or knn.json) here")
     p.add_argument("--no-pixels", action="store_true", help="--evaluate: skip the raw-pixel baseline")
     p.add_argument("--no-cache", action="store_true", help="recompute features in memory, write no cache")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--workers", type=count_int, default=None,
                    help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,20 +40,21 @@ def _write(out: Path, name: str, obj) -> Path:
     from ..features.extract import save_atomic
 
     path = out / name
-    save_atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    save_atomic(path, lambda f: f.write((dumps(obj, indent=1) + "\n").encode()))
     return path
 
 
 def run(args) -> int:
     from ..features.extract import load_model_for_features
+    from ..fileio import check_output_file
 
-    if args.k < 1:
-        raise UserError(f"-k must be at least 1, not {args.k}")
     if bool(args.query) == bool(args.evaluate):
         raise UserError("give either --query IMAGE... or --evaluate SPLIT")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
     out = Path(args.out) if args.out else None
+    if out:
+        names = ["knn.json"] if args.evaluate else ["neighbors.json"] + (["neighbors.png"] if args.layer == "fc7" else [])
+        for name in names:
+            check_output_file(out / name)
     progress = not args.quiet
     common = dict(device=args.device, workers=args.workers, progress=progress)
 
@@ -61,7 +63,7 @@ def run(args) -> int:
 
         r = evaluate_knn(args.checkpoint, args.data, args.evaluate, k=args.k, layer=args.layer,
                          pixels=not args.no_pixels, batch_size=args.batch_size, cache=not args.no_cache, **common)
-        print(json.dumps(r) if args.json else format_evaluation(r))
+        print(dumps(r) if args.json else format_evaluation(r))
         if out:
             _write(out, "knn.json", r)
         return 0
@@ -72,7 +74,7 @@ def run(args) -> int:
     res = find_neighbors(args.checkpoint, args.data, args.query, k=args.k, layer=args.layer,
                          batch_size=args.batch_size, cache=not args.no_cache, model=model, ckpt=ckpt, **common)
     if args.json:
-        print(json.dumps(res))
+        print(dumps(res))
     else:
         for r in res:
             print(r["query"])

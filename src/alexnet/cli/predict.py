@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import sys
+
+from ..strict_json import dumps
+from .argtypes import positive_int
 
 
 def add_parser(sub) -> None:
@@ -12,11 +15,11 @@ def add_parser(sub) -> None:
                                    "averages the softmax of the four corners, the centre and their reflections.")
     p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--topk", type=int, default=5, help="classes to list per image (default 5)")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to list per image (default 5)")
     p.add_argument("--tta", choices=("center", "10crop"), default="center", help="test-time views (default center)")
     p.add_argument("--json", action="store_true",
                    help='print [{"image", "top": [{"class", "id", "index", "prob"}, ...]}]')
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=run)
 
@@ -25,13 +28,17 @@ def run(args) -> int:
     from ..features.predict import predict
 
     results = predict(args.checkpoint, args.images, topk=args.topk, tta=args.tta, device=args.device,
-                      batch_size=max(1, args.batch_size))
+                      batch_size=args.batch_size, errors="report")
+    failed = [r for r in results if "error" in r]
+    for r in failed:  # each bad file on its own line; the others are still predicted
+        print(f"alexnet predict: error: {r['error']}", file=sys.stderr)
+    done = [r for r in results if "error" not in r]
     if args.json:
-        print(json.dumps(results))
-        return 0
-    for r in results:
-        print(r["image"])
-        for t in r["top"]:
-            name = t["class"] if t["class"] == t["id"] else f"{t['class']} ({t['id']})"
-            print(f"  {100 * t['prob']:6.2f}%  {name}")
-    return 0
+        print(dumps(done))
+    else:
+        for r in done:
+            print(r["image"])
+            for t in r["top"]:
+                name = t["class"] if t["class"] == t["id"] else f"{t['class']} ({t['id']})"
+                print(f"  {100 * t['prob']:6.2f}%  {name}")
+    return 2 if failed else 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from .argtypes import positive_int
 
 
 def add_parser(sub) -> None:
@@ -14,9 +14,9 @@ def add_parser(sub) -> None:
                     "OUT/meta.json, OUT/stats.npz and OUT/skipped.txt. Rerunning resumes an interrupted run.")
     p.add_argument("src", help="source folder (train/<class>/..., ILSVRC-2012, MNIST-format IDX, CIFAR batches)")
     p.add_argument("out", help="output folder (new, or an unfinished prepare of the same source)")
-    p.add_argument("--size", type=int, default=256, help="side of the stored square images in pixels (default 256)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument("--size", type=positive_int, default=256, help="side of the stored square images in pixels (default 256)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: every core)")
+    p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images declaring more pixels than this (decompression bombs; default 89,478,485)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..data import prepare
     from ..data.images import MAX_PIXELS
+    from ..fileio import check_output_dir
 
-    if args.max_pixels is not None and args.max_pixels < 1:
-        raise UserError(f"--max-pixels must be positive, not {args.max_pixels}")
+    check_output_dir(args.out)
     s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=not args.no_progress,
                 max_pixels=args.max_pixels or MAX_PIXELS)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())

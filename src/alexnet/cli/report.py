@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .argtypes import count_int, positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="self-contained HTML report of a run (config, curves, metrics, figures)",
@@ -13,21 +15,27 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint to describe (default RUN_DIR/best.ckpt, else last.ckpt)")
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     p.add_argument("--split", default="val", help="split for queries, kNN and confusion (default val)")
-    p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
-    p.add_argument("--queries", type=int, default=6, help="query images shown (default 6)")
+    p.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
+    p.add_argument("--queries", type=positive_int, default=6, help="query images shown (default 6)")
     p.add_argument("--no-knn", action="store_true", help="skip the fc7-vs-pixels kNN scores")
-    p.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..errors import UserError
+    from ..fileio import check_output_file
     from ..viz.report import write_report
 
-    if args.k < 1 or args.queries < 1:
-        raise UserError("-k and --queries must be at least 1")
+    if not Path(args.run).is_dir():
+        raise UserError(f"run folder not found: {args.run}")
+    check_output_file(args.out or Path(args.run) / "report.html")
+    if not args.no_knn:
+        check_output_file(Path(args.run) / "knn.json")
     path = write_report(args.run, data=args.data, checkpoint=args.checkpoint, out=args.out, k=args.k,
                         queries=args.queries, split=args.split, knn=not args.no_knn, device=args.device,
                         workers=args.workers, progress=not args.quiet)

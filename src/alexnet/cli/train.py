@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+from ..errors import UserError
+from ..strict_json import dumps
 
 
 def add_parser(sub) -> None:
@@ -20,11 +21,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..data import read_meta
     from ..engine.config import load_config
     from ..engine.distributed import shutdown
     from ..engine.trainer import fit
+    from ..fileio import check_output_dir
 
     cfg = load_config(args.config, args.overrides)
+    meta = read_meta(args.data)
+    if len(meta.get("classes", [])) < 2:
+        raise UserError(f"{args.data} holds {len(meta.get('classes', []))} class(es): a classifier needs at least two")
+    check_output_dir(args.out, "run folder")
     try:
         result = fit(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
     finally:
@@ -32,5 +39,5 @@ def run(args) -> int:
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in result.items() if k != "last"}))
+        print(dumps({k: v for k, v in result.items() if k != "last"}))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from .argtypes import count_int, positive_int
 
 
 def _common(p, out_default: str) -> None:
@@ -26,9 +27,9 @@ def add_parser(sub) -> None:
     n.add_argument("--data", required=True, help="prepared data folder")
     n.add_argument("--query", nargs="+", metavar="IMAGE", help="query image files (default: images of --split)")
     n.add_argument("--split", default="val", help="split to take queries from when no --query (default val)")
-    n.add_argument("--count", type=int, default=6, help="queries taken from --split (default 6)")
-    n.add_argument("-k", type=int, default=6, help="neighbours per query (default 6)")
-    n.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    n.add_argument("--count", type=positive_int, default=6, help="queries taken from --split (default 6)")
+    n.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
+    n.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
     n.add_argument("--device", default="auto")
     _common(n, "neighbors.png")
 
@@ -41,8 +42,8 @@ def add_parser(sub) -> None:
     m.add_argument("--data", required=True, help="prepared data folder")
     m.add_argument("--split", default="val")
     m.add_argument("--tta", choices=("center", "10crop"), default="center")
-    m.add_argument("--batch-size", type=int, default=256)
-    m.add_argument("--workers", type=int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    m.add_argument("--batch-size", type=positive_int, default=256)
+    m.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
     m.add_argument("--device", default="auto")
     _common(m, "confusion.png")
 
@@ -50,12 +51,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..fileio import check_output_file
     from ..viz import figures
 
     kind = getattr(args, "figure", None)
     if kind is None:
         args._viz_parser.print_help()
         return 2
+    if kind == "curves" and args.out is None:
+        run_path = Path(args.run)
+        args.out = str((run_path if run_path.is_dir() else run_path.parent) / "curves.png")
+    if Path(args.out).suffix.lower() != ".png":
+        raise UserError(f"figures are PNG files: --out should end in .png, not {Path(args.out).name!r}")
+    check_output_file(args.out)
     if kind == "filters":
         from ..features.extract import load_model_for_features
 
@@ -65,8 +73,6 @@ def run(args) -> int:
         from ..features.extract import load_model_for_features
         from ..features.neighbors import neighbor_panels, split_neighbor_panels
 
-        if args.k < 1 or args.count < 1:
-            raise UserError("-k and --count must be at least 1")
         model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
         kw = dict(k=args.k, device=args.device, workers=args.workers, model=model, ckpt=ckpt)
         if args.query:
@@ -77,15 +83,13 @@ def run(args) -> int:
     elif kind == "curves":
         run_path = Path(args.run)
         records = figures.read_metrics(run_path)
-        if args.out is None:
-            args.out = str((run_path if run_path.is_dir() else run_path.parent) / "curves.png")
         fig = figures.curves_figure(records, f"{run_path.resolve().name}")
     elif kind == "confusion":
         from ..features.extract import _class_names, load_model_for_features
         from ..features.predict import confusion_matrix
 
         model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
-        cm = confusion_matrix(args.checkpoint, args.data, args.split, tta=args.tta, batch_size=max(1, args.batch_size),
+        cm = confusion_matrix(args.checkpoint, args.data, args.split, tta=args.tta, batch_size=args.batch_size,
                               workers=args.workers, model=model, ckpt=ckpt)
         fig = figures.confusion_figure(cm, _class_names(ckpt))
     else:  # argparse rejects anything else

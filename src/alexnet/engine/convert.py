@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..fileio import require_file
 from .checkpoint import build_model, save_checkpoint
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -29,8 +30,7 @@ def imagenet_categories() -> list[str]:
 
 
 def _read_state_dict(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
+    require_file(path, "weights file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
+
+from ..strict_json import dumps
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -50,7 +51,7 @@ class MetricsLog:
             return
         record = {"time": time.time(), "kind": kind, **values}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")  # a NaN loss is null: every line stays JSON
             f.flush()
         if self.tb is not None:
             step = values.get("step", 0)

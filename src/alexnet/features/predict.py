@@ -40,14 +40,18 @@ def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center
     """``C x H x W`` (``10 x C x H x W`` for 10-crop) input for one image file."""
     from ..data.transforms import preprocess_image
 
+    from ..data.images import BadImage, check_damage
+    from ..fileio import require_file
+
     if tta not in TTA:
         raise UserError(f"--tta must be center or 10crop, not {tta!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
+    path = require_file(path, "image")
     spec = eval_transform(ckpt, model)
     try:
+        check_damage(path)  # the policy of prepare: a file the decoder calls corrupt is refused, not guessed at
         x = preprocess_image(path, spec, checkpoint_stats(ckpt), tta=tta)
+    except BadImage as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
     except UserError:
         raise
     except Exception as e:  # PIL: UnidentifiedImageError, truncated file, ...
@@ -69,14 +73,22 @@ def predict_tensors(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict(checkpoint, images: Sequence[str | os.PathLike], *, topk: int = 5, tta: str = "center",
-            device=None, batch_size: int = 32, model=None, ckpt=None, progress: bool = False) -> list[dict[str, Any]]:
+            device=None, batch_size: int = 32, model=None, ckpt=None, progress: bool = False,
+            errors: str = "raise") -> list[dict[str, Any]]:
     """``[{"image": path, "top": [{"class", "id", "index", "prob"}, ...]}]`` per image, most probable first.
 
     ``class`` is the human-readable name, ``id`` the class id (e.g. the
-    ImageNet synset), ``index`` the network's output unit.
+    ImageNet synset), ``index`` the network's output unit. A file that cannot
+    be read raises :class:`UserError` (``errors="raise"``) or, with
+    ``errors="report"``, gets ``{"image": path, "error": reason}`` in its place
+    while the other files are still predicted.
     """
     if topk < 1:
         raise UserError(f"--topk must be at least 1, not {topk}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {batch_size}")
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', not {errors!r}")
     if model is None or ckpt is None:
         model, ckpt, _ = load_model_for_features(checkpoint, device)
     names = _class_names(ckpt)
@@ -86,20 +98,24 @@ def predict(checkpoint, images: Sequence[str | os.PathLike], *, topk: int = 5, t
     results = []
     images = list(images)
     for s in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress, leave=False):
-        chunk = images[s : s + batch_size]
-        x = torch.stack([load_image(p, ckpt, tta, model) for p in chunk])
-        probs = predict_tensors(model, x)
-        top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for path, pp, ii in zip(chunk, top_p.tolist(), top_i.tolist()):
-            top = []
-            for p, i in zip(pp, ii):
-                top.append({
-                    "class": names[i] if i < len(names) else str(i),
-                    "id": ids[i] if i < len(ids) else str(i),
-                    "index": int(i),
-                    "prob": float(p),
-                })
-            results.append({"image": str(path), "top": top})
+        loaded: dict[int, torch.Tensor] = {}
+        failed: dict[int, str] = {}
+        for j, p in enumerate(images[s : s + batch_size]):
+            try:
+                loaded[j] = load_image(p, ckpt, tta, model)
+            except UserError as e:
+                if errors == "raise":
+                    raise
+                failed[j] = str(e)
+        tops = {}
+        if loaded:
+            probs = predict_tensors(model, torch.stack(list(loaded.values())))
+            top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
+            for j, pp, ii in zip(loaded, top_p.tolist(), top_i.tolist()):
+                tops[j] = [{"class": names[i] if i < len(names) else str(i), "id": ids[i] if i < len(ids) else str(i),
+                            "index": int(i), "prob": float(p)} for p, i in zip(pp, ii)]
+        for j, path in enumerate(images[s : s + batch_size]):
+            results.append({"image": str(path), "top": tops[j]} if j in tops else {"image": str(path), "error": failed[j]})
     return results
 
 

@@ -24,6 +24,7 @@ import yaml
 from .. import __version__
 from ..features.extract import save_atomic
 from ..errors import UserError
+from ..strict_json import dumps
 from . import figures
 
 __all__ = ["write_report", "find_checkpoint", "find_data"]
@@ -277,7 +278,7 @@ def write_report(run_dir, data=None, checkpoint=None, *, out=None, k: int = 6, q
             pixels = pixel_bytes <= PIXEL_BUDGET
             r = evaluate_knn(ckpt_path, data_dir, split, k=k, device=device, workers=workers, progress=progress,
                              model=model, ckpt=ckpt, pixels=pixels)
-            save_atomic(run_dir / "knn.json", lambda f: f.write((json.dumps(r, indent=1) + "\n").encode()))
+            save_atomic(run_dir / "knn.json", lambda f: f.write((dumps(r, indent=1) + "\n").encode()))
             rows = "".join(
                 f'<tr><td class="l">{_e(v["space"])}</td><td>{v["dim"]}</td><td>{_pct(v["nn1_acc"])}</td>'
                 f'<td>{_pct(v["knn_acc"])}</td><td>{_pct(v["precision_at_k"])}</td></tr>'
