@@ -58,6 +58,15 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the ``.*.tmp`` files a killed writer left in ``folder``; how many."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """:func:`atomic_write` of a bytes object."""
     return atomic_write(path, lambda f: f.write(data))
@@ -66,13 +75,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def _describe(st: os.stat_result) -> str:
     if stat.S_ISDIR(st.st_mode):
         return "a folder"
+    if stat.S_ISREG(st.st_mode):
+        return "a file"
     if stat.S_ISFIFO(st.st_mode):
         return "a FIFO"
     if stat.S_ISSOCK(st.st_mode):
         return "a socket"
-    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        return "a device"
-    return "not a regular file"
+    return "a device"
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -89,37 +98,35 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     return path
 
 
-def _probe(folder: Path, target: Path) -> None:
-    """Create and remove a file in the existing folder ``folder``: the only reliable test (root ignores modes)."""
+def _writable_folder(folder: Path, what: str, path: Path) -> None:
+    """Refuse to write ``path`` unless a file can be created in ``folder`` (made if missing), or where it would be.
+
+    The test creates and removes a file in the nearest existing folder: the
+    only reliable one (root ignores permission bits; /proc, read-only mounts).
+    """
+    base = Path(os.path.abspath(folder))
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".alexnet-probe-", dir=folder)
+        st = os.stat(base)
+    except OSError as e:  # a dangling link or a loop on the way
+        raise UserError(f"cannot write {what} {path}: {base}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"cannot write {what} {path}: {base} is {_describe(st)}, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".alexnet-probe-", dir=base)
     except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror or e} ({folder})") from None
+        raise UserError(f"cannot write {what} {path}: {base}: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(tmp)
-
-
-def _existing_ancestor(path: Path) -> Path:
-    """The nearest part of ``path`` that exists (``path`` itself included)."""
-    p = Path(os.path.abspath(path))
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    return p
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Refuse, before any work, a folder that cannot be created or written: a file, a read-only place, /proc/..."""
     path = Path(path)
-    base = _existing_ancestor(path)
-    try:
-        st = os.stat(base)
-    except OSError as e:  # a dangling link or a loop on the way
-        raise UserError(f"cannot create {what} {path}: {base}: {e.strerror or e}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        if base == Path(os.path.abspath(path)):
-            raise UserError(f"{what} {path} is {_describe(st)}, not a folder")
-        raise UserError(f"cannot create {what} {path}: {base} is {_describe(st)}, not a folder")
-    _probe(base, path)
+    if os.path.isfile(path):
+        raise UserError(f"{what} {path} is a file, not a folder")
+    _writable_folder(path, what, path)
     return path
 
 
@@ -136,7 +143,5 @@ def check_output_file(path: str | os.PathLike, what: str = "output file", overwr
             raise UserError(f"{what} {path} is {_describe(st)}, not a file")
         if not overwrite:
             raise UserError(f"{what} {path} exists (pass --force to replace it)")
-    elif path.name in ("", ".", ".."):
-        raise UserError(f"{what} {path} names a folder, not a file")
-    check_output_dir(path.parent or Path("."), f"folder of {what}")
+    _writable_folder(path.parent, what, path)
     return path

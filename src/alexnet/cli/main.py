@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 # Subcommand modules, in the order ``alexnet --help`` lists them.
 COMMANDS = ["demo", "info", "data", "prepare", "train", "eval", "convert", "features", "neighbors", "predict", "viz", "report"]
@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (argparse prints the whole usage first)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _names_as_bytes() -> None:
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        print(f"alexnet {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a file that vanished, no permission, a full disk: the user's to fix, no traceback
         name = f"{e.filename}: " if e.filename and str(e.filename) not in (e.strerror or "") else ""
-        print(f"alexnet {args.command}: error: {name}{e.strerror or e}", file=sys.stderr)
+        print(f"alexnet {args.command}: error: {one_line(name)}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -46,12 +46,13 @@ def _write(out: Path, name: str, obj) -> Path:
 
 def run(args) -> int:
     from ..features.extract import load_model_for_features
-    from ..fileio import check_output_file
+    from ..fileio import check_output_dir, check_output_file
 
     if bool(args.query) == bool(args.evaluate):
         raise UserError("give either --query IMAGE... or --evaluate SPLIT")
     out = Path(args.out) if args.out else None
     if out:
+        check_output_dir(out)
         names = ["knn.json"] if args.evaluate else ["neighbors.json"] + (["neighbors.png"] if args.layer == "fc7" else [])
         for name in names:
             check_output_file(out / name)

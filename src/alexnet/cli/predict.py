@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import one_line
 from ..strict_json import dumps
 from .argtypes import positive_int
 
@@ -31,13 +32,13 @@ def run(args) -> int:
                       batch_size=args.batch_size, errors="report")
     failed = [r for r in results if "error" in r]
     for r in failed:  # each bad file on its own line; the others are still predicted
-        print(f"alexnet predict: error: {r['error']}", file=sys.stderr)
+        print(f"alexnet predict: error: {one_line(r['error'])}", file=sys.stderr)
     done = [r for r in results if "error" not in r]
     if args.json:
         print(dumps(done))
     else:
         for r in done:
-            print(r["image"])
+            print(one_line(r["image"]))
             for t in r["top"]:
                 name = t["class"] if t["class"] == t["id"] else f"{t['class']} ({t['id']})"
                 print(f"  {100 * t['prob']:6.2f}%  {name}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..errors import UserError
 from ..strict_json import dumps
 
@@ -25,19 +27,19 @@ def run(args) -> int:
     from ..engine.config import load_config
     from ..engine.distributed import shutdown
     from ..engine.trainer import fit
-    from ..fileio import check_output_dir
+    from ..fileio import check_output_dir, remove_temporaries
 
     cfg = load_config(args.config, args.overrides)
     meta = read_meta(args.data)
     if len(meta.get("classes", [])) < 2:
         raise UserError(f"{args.data} holds {len(meta.get('classes', []))} class(es): a classifier needs at least two")
     check_output_dir(args.out, "run folder")
+    if os.path.isdir(args.out) and int(os.environ.get("RANK", "0")) == 0:
+        remove_temporaries(args.out)  # a checkpoint write cut short by a kill leaves one; no writer runs yet
     try:
         result = fit(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
     finally:
         shutdown()
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         print(dumps({k: v for k, v in result.items() if k != "last"}))
     return 0

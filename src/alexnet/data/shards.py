@@ -25,22 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes, file_mode  # noqa: F401  (atomic_write_bytes re-exported)
+from ..fileio import atomic_write_bytes, file_mode, remove_temporaries  # noqa: F401  (re-exported)
 
 INDEX_COLUMNS = ("shard", "offset", "size", "label")
 
 
 def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
-
-
-def remove_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the ``.*.tmp`` files a killed writer left in ``folder``; how many."""
-    n = 0
-    for p in Path(folder).glob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
 
 
 _NPY_HEADERS: dict[tuple, bytes] = {}
