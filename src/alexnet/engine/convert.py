@@ -10,10 +10,12 @@ normalisation) and its 1000 ImageNet class names, so ``alexnet eval`` and
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
 
+from ..data.transforms import eval_spec
 from ..errors import UserError
 from ..fileio import require_file
 from .checkpoint import build_model, save_checkpoint
@@ -37,7 +39,9 @@ def _read_state_dict(path: Path) -> dict:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a raw pickle draws a note on its protocol before being refused
+                warnings.simplefilter("ignore")
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"refusing to load {path}: it holds more than plain tensors") from None
     except Exception as e:
@@ -62,10 +66,9 @@ def convert_torchvision(weights: str | Path, out: str | Path) -> dict:
         "state_dict": sd,
         "classes": classes,
         "class_names": classes,
-        "eval_transform": {"resize": 256, "crop": 224, "mean": "rgb", "channels": 3,
-                           "normalize": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}},
-        "data_stats": {"mean_image": torch.tensor(IMAGENET_MEAN).view(1, 1, 3).expand(256, 256, 3).contiguous(),
-                       "mean_rgb": torch.tensor(IMAGENET_MEAN)},
+        "eval_transform": eval_spec(256, 224, "rgb", normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
+        "data_stats": {"mean_image": 255 * torch.tensor(IMAGENET_MEAN).view(1, 1, 3).expand(256, 256, 3).contiguous(),
+                       "mean_rgb": 255 * torch.tensor(IMAGENET_MEAN)},  # pixel units, as every checkpoint's
         "metrics": {"note": "converted from torchvision; torchvision reports 56.522% / 79.066% top-1/top-5 (centre crop)"},
         "source": f"torchvision:{Path(weights).name}",
     }

@@ -1,0 +1,33 @@
+"""Shared by the fault suite: its tally and the tiny data and recipe every test uses."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+TALLY = {
+    "cli": collections.Counter(),
+    "images": collections.defaultdict(collections.Counter),
+    "kills": collections.Counter(),
+    "disk": collections.Counter(),
+}
+
+# Tiny and fast: alexnet-small at a quarter width on 32 px images, batch 4, CPU.
+TINY = ["model.name=alexnet-small", "model.width=0.25", "model.bias=0.0", "data.batch_size=4", "data.workers=0",
+        "run.channels_last=false", "run.device=cpu", "run.log_every=1"]
+
+
+def write_images(root, per_split: dict[str, int], classes: int = 3, seed: int = 0) -> None:
+    """``root/<split>/c<k>/<i>.png``: 32 px noise with a bright band whose row says the class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 100, (32, 32, 3), dtype=np.uint8)
+                a[c * 10:c * 10 + 10] += 120
+                Image.fromarray(a).save(folder / f"{i}.png")
