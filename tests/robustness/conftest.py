@@ -50,7 +50,7 @@ def pytest_terminal_summary(terminalreporter):
           f"reported {total['refused']}; crashes {total['crashes']}, duplicated or mislabelled {total['corrupted']}")
         for kind in sorted(images):
             c = images[kind]
-            w(f"    {kind:<22} {c['tried']:>3} tried: prepare kept {c['kept']:>3} / skipped {c['skipped']:>3}; "
+            w(f"    {kind:<27} {c['tried']:>3} tried: prepare kept {c['kept']:>3} / skipped {c['skipped']:>3}; "
               f"predict answered {c['predicted']:>3} / reported {c['refused']:>3}")
     if kills:
         w(f"  SIGKILLs of train {kills['killed']} (during a checkpoint write: {kills['in_write']}); resumed to the end "

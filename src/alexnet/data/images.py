@@ -85,7 +85,9 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked from the header just below
-        im = Image.open(path)
+        with warnings.catch_warnings():  # Pillow's notes on odd headers: the verdict is ours, one line
+            warnings.simplefilter("ignore")
+            im = Image.open(path)
     except Image.DecompressionBombError as e:
         raise BadImage(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
@@ -166,8 +168,8 @@ def load_square(path: str | os.PathLike, side: int, channels: int = 3, max_pixel
         source.close()
         raise
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # size is checked above; other notes become the BadImage reason or nothing
+            warnings.simplefilter("ignore")
             if im.format == "JPEG":
                 w, h = im.size
                 scale = side / min(w, h)

@@ -10,6 +10,7 @@ the checkpoint, so the checkpoint alone is enough to predict.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,14 +27,17 @@ __all__ = ["TTA", "checkpoint_stats", "load_image", "predict", "predict_tensors"
 
 
 def checkpoint_stats(ckpt: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The data statistics stored with the checkpoint (mean image, mean RGB) as numpy arrays."""
+    """The data statistics stored with the checkpoint (mean image, mean RGB) as numpy arrays, in pixel units."""
+    from ..data.stats import to_pixel_units
+
     stats = ckpt.get("data_stats") or (ckpt.get("eval_transform") or {}).get("stats") or {}
     out = {}
     for k, v in stats.items():
         if isinstance(v, torch.Tensor):
             v = v.detach().cpu().numpy()
         out[k] = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray)) else v
-    return out
+    out["schema"] = np.array(2 if int(ckpt.get("schema", 1)) >= 2 else 1)  # checkpoint schema 1: [0, 1] units
+    return to_pixel_units(out)
 
 
 def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center", model=None) -> torch.Tensor:
@@ -49,7 +53,9 @@ def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center
     spec = eval_transform(ckpt, model)
     try:
         check_damage(path)  # the policy of prepare: a file the decoder calls corrupt is refused, not guessed at
-        x = preprocess_image(path, spec, checkpoint_stats(ckpt), tta=tta)
+        with warnings.catch_warnings():  # Pillow's notes on odd files: the error line says what is wrong
+            warnings.simplefilter("ignore")
+            x = preprocess_image(path, spec, checkpoint_stats(ckpt), tta=tta)
     except BadImage as e:
         raise UserError(f"cannot read image {path}: {e}") from None
     except UserError:
