@@ -39,12 +39,25 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tb = None
         if enabled:
+            self._end_cut_line()
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
             except Exception:  # tensorboard is optional
                 self.tb = None
+
+    def _end_cut_line(self) -> None:
+        """A run killed in the middle of a line left it unfinished: end it, so the next record is a line of its own."""
+        try:
+            with open(self.path, "rb+") as f:
+                if f.seek(0, os.SEEK_END) == 0:
+                    return
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        except (FileNotFoundError, NotADirectoryError):
+            pass
 
     def write(self, kind: str, **values) -> None:
         if not self.enabled:
