@@ -373,3 +373,38 @@ def test_prepare_cifar_and_ilsvrc_sources(tmp_path):
     assert meta["source"] == "ilsvrc2012" and meta["splits"] == {"train": 6, "val": 5} and summary["skipped"] == 1
     assert meta["classes"] == ["n01440764", "n02119789", "n04596742"] and meta["class_names"][2] == "wok"
     assert "no ground-truth label" in (tmp_path / "i" / "skipped.txt").read_text()
+
+
+def test_any_file_name_survives_prepare_and_skipped_txt(tmp_path):
+    """Issue 14: a name that is not UTF-8 was a UnicodeEncodeError; a tab or newline broke skipped.txt."""
+    from alexnet.data.prepare import read_skipped
+
+    for c in ("a", "b"):
+        (tmp_path / "src" / "train" / c).mkdir(parents=True)
+    good = _png(Image.fromarray(photo(40, 40, 0)))
+    root = os.fsencode(tmp_path / "src" / "train")
+    for name in (b"a/\xff\xfe.png", b"a/tab\there.png", b"b/new\nline.png"):
+        with open(root + b"/" + name, "wb") as f:
+            f.write(good)
+    for name in (b"a/bad\xff.png", b"b/bad\tname\n.png"):
+        with open(root + b"/" + name, "wb") as f:
+            f.write(b"not an image")
+    summary = prepare(tmp_path / "src", tmp_path / "out", workers=1, progress=False)
+    assert summary["splits"] == {"train": 3} and summary["skipped"] == 2
+    lines = (tmp_path / "out" / "skipped.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    entries = read_skipped(tmp_path / "out")
+    names = sorted(bytes.fromhex(e["path_hex"]) if "path_hex" in e else os.fsencode(e["path"]) for e in entries)
+    assert names == sorted([root + b"/a/bad\xff.png", root + b"/b/bad\tname\n.png"])
+    assert all(e["split"] == "train" and "not an image" in e["reason"] for e in entries)
+    # a rerun recognises its own unfinished or finished work (the fingerprint hashes names as bytes)
+    assert prepare(tmp_path / "src", tmp_path / "out", workers=1, progress=False)["processed"] == 0
+
+
+def test_one_usable_class_is_refused(tmp_path):
+    (tmp_path / "src" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "train" / "b").mkdir(parents=True)
+    Image.fromarray(photo(40, 40, 0)).save(tmp_path / "src" / "train" / "a" / "x.png")
+    (tmp_path / "src" / "train" / "b" / "y.png").write_text("broken")
+    with pytest.raises(UserError, match="only class a has usable training images"):
+        prepare(tmp_path / "src", tmp_path / "out", workers=1, progress=False)

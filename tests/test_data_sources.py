@@ -276,3 +276,38 @@ def test_matlab_reader_shapes(tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"\0" * 200)
     with pytest.raises(ValueError):
         loadmat(tmp_path / "bad.mat")
+
+
+# ------------------------------------------------------------------ links, odd entries, odd names
+def test_folder_links_inside_a_class_are_listed_not_followed(tmp_path):
+    """Issue 14: `ln -s . train/circle/again` stored each image 41 times; `ln -s .. up` relabelled other classes."""
+    for c in ("circle", "square"):
+        for i in range(3):
+            tiny_jpeg(tmp_path / "train" / c / f"{i}.jpg")
+    circle = tmp_path / "train" / "circle"
+    os.symlink(".", circle / "again")
+    os.symlink("..", circle / "up")
+    os.symlink("../square", circle / "sideways")
+    (circle / "deeper").mkdir()
+    tiny_jpeg(circle / "deeper" / "real.jpg")  # a real subfolder is still read
+    os.symlink("missing.jpg", circle / "dangling.jpg")
+    os.mkfifo(circle / "pipe.jpg")
+    src = open_source(tmp_path)
+    train = src.splits["train"]
+    names = sorted(os.path.relpath(p, tmp_path) for p, _ in train.files)
+    assert names == ["train/circle/0.jpg", "train/circle/1.jpg", "train/circle/2.jpg", "train/circle/deeper/real.jpg",
+                     "train/square/0.jpg", "train/square/1.jpg", "train/square/2.jpg"]
+    assert [label for p, label in train.files if "/square/" in p] == [1, 1, 1]
+    skipped = {os.path.basename(p): reason for p, reason in train.skipped}
+    assert set(skipped) == {"again", "up", "sideways", "dangling.jpg", "pipe.jpg"}
+    assert "not followed" in skipped["up"] and "regular file" in skipped["pipe.jpg"]
+
+
+def test_class_folder_links_are_followed_once(tmp_path):
+    tiny_jpeg(tmp_path / "elsewhere" / "x.jpg")
+    tiny_jpeg(tmp_path / "src" / "train" / "b" / "y.jpg")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "src" / "train" / "a")
+    assert len(open_source(tmp_path / "src").splits["train"].files) == 2
+    os.symlink(tmp_path / "elsewhere", tmp_path / "src" / "train" / "c")
+    with pytest.raises(UserError, match="same folder"):
+        open_source(tmp_path / "src")

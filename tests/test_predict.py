@@ -83,3 +83,16 @@ def test_confusion_and_figures(trained, tmp_path):
                 "--quiet", "--out", str(tmp_path / "nb")]) == 0
     _png_ok(tmp_path / "nb" / "neighbors.png")
     assert len(json.loads((tmp_path / "nb" / "neighbors.json").read_text())[0]["neighbors"]) == 6
+
+
+def test_predict_reports_each_bad_file_and_predicts_the_rest(trained, tmp_path, capsys):
+    """Issue 14: `predict a.jpg bad.txt b.jpg` stopped at bad.txt and printed no prediction at all."""
+    a, b = val_images(trained, 2)
+    (tmp_path / "bad.txt").write_text("not an image")
+    argv = ["predict", str(trained["ckpt"]), str(a), str(tmp_path / "bad.txt"), str(b), str(tmp_path / "gone.jpg"), "--json"]
+    assert cli(argv) == 2
+    out, err = capsys.readouterr()
+    assert [r["image"] for r in json.loads(out)] == [str(a), str(b)]
+    err = err.splitlines()
+    assert len(err) == 2 and "bad.txt" in err[0] and "gone.jpg" in err[1], err
+    assert predict(trained["ckpt"], [a, tmp_path / "bad.txt"], errors="report")[1]["error"].startswith("cannot read image")
