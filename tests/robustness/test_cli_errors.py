@@ -175,6 +175,12 @@ def ws(tiny, tmp_path_factory):
     }
 
 
+def on_device(argv: list[str]) -> bool:
+    """Whether the command takes --device (the cases run on the CPU, whatever the machine has)."""
+    return argv[0] in ("eval", "predict", "features", "neighbors", "report") or argv[:2] in (
+        ["viz", "neighbors"], ["viz", "confusion"])
+
+
 def fingerprint(*roots: Path) -> dict[str, tuple]:
     """Every path under ``roots`` (links not followed) with its kind, size and modification time
     (a folder's own time is left out: the output checks create and remove a probe file)."""
@@ -195,7 +201,7 @@ def test_bad_input_is_one_clean_line(case, argv, words, ws, tiny, capsys):
     before = fingerprint(ws["w"], tiny.root)
     TALLY["cli"]["tried"] += 1
     try:
-        rc = main(argv + (["--device", "cpu"] if argv[0] in ("eval", "predict", "features") else []))
+        rc = main(argv + (["--device", "cpu"] if on_device(argv) else []))
     except BaseException:
         TALLY["cli"]["tracebacks"] += 1
         raise
