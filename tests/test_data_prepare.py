@@ -118,7 +118,8 @@ def read_samples(out: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference_stats(images: np.ndarray) -> dict:
-    x = images.astype(np.float64) / 255
+    """The statistics by plain float64 numpy, in pixel units (0..255) as stats.npz holds them."""
+    x = images.astype(np.float64)
     pixels = x.reshape(-1, x.shape[-1])
     cov = np.atleast_2d(np.cov(pixels, rowvar=False, bias=True))
     eigval, eigvec = np.linalg.eigh(cov)
@@ -127,14 +128,14 @@ def reference_stats(images: np.ndarray) -> dict:
 
 def check_stats(out: Path, images: np.ndarray) -> None:
     got, ref = load_stats(out), reference_stats(images)
-    # ours sums integers exactly; the reference's float64 sums of ~1e6 terms round at ~1e-12
-    np.testing.assert_allclose(got["mean_image"], ref["mean_image"], rtol=0, atol=1e-10)
-    np.testing.assert_allclose(got["mean_rgb"], ref["mean_rgb"], rtol=0, atol=1e-10)
-    np.testing.assert_allclose(got["eigval"], ref["eigval"], rtol=1e-8, atol=1e-12)
+    # ours sums integers exactly; the reference's float64 sums of ~1e6 terms round at ~1e-12 (of 255, 255^2)
+    np.testing.assert_allclose(got["mean_image"], ref["mean_image"], rtol=0, atol=255e-10)
+    np.testing.assert_allclose(got["mean_rgb"], ref["mean_rgb"], rtol=0, atol=255e-10)
+    np.testing.assert_allclose(got["eigval"], ref["eigval"], rtol=1e-8, atol=255**2 * 1e-12)
     # eigenvectors up to sign; the stored sign makes the largest component positive
     dots = np.abs(np.sum(got["eigvec"] * ref["eigvec"], axis=0))
     np.testing.assert_allclose(dots, 1.0, atol=1e-8)
-    np.testing.assert_allclose(got["eigvec"] @ np.diag(got["eigval"]) @ got["eigvec"].T, ref["cov"], atol=1e-10)
+    np.testing.assert_allclose(got["eigvec"] @ np.diag(got["eigval"]) @ got["eigvec"].T, ref["cov"], atol=255**2 * 1e-10)
 
 
 # ------------------------------------------------------------------ bad files and modes
@@ -234,7 +235,7 @@ def test_idx_prepare_one_channel_stats(tmp_path):
     np.testing.assert_array_equal(labels, np.arange(23) % 4)
     stats = load_stats(tmp_path / "out")
     assert stats["mean_image"].shape == (28, 28, 1) and stats["eigvec"].tolist() == [[1.0]]
-    np.testing.assert_allclose(stats["eigval"], [np.var(images / 255.0)], rtol=1e-12)
+    np.testing.assert_allclose(stats["eigval"], [np.var(images.astype(np.float64))], rtol=1e-12)
     check_stats(tmp_path / "out", stored)
 
 
@@ -349,7 +350,7 @@ def test_fashion_mnist(tmp_path):
     assert meta["size"] == 28 and meta["channels"] == 1 and meta["format"] == "raw" and meta["source"] == "idx"
     assert meta["class_names"][0] == "T-shirt/top" and summary["skipped"] == 0
     stats = load_stats(tmp_path / "fm")
-    assert 0.28 < float(stats["mean_rgb"][0]) < 0.29  # Fashion-MNIST's well-known mean, 0.2860
+    assert 0.28 < float(stats["mean_rgb"][0]) / 255 < 0.29  # Fashion-MNIST's well-known mean, 0.2860 of white
     assert elapsed < 120
 
 

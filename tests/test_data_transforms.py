@@ -19,10 +19,11 @@ def numbered(b: int = 2, c: int = 3, h: int = 9, w: int = 11) -> torch.Tensor:
 
 
 def random_stats(h: int, w: int, seed: int = 0) -> dict:
+    """Statistics as stats.npz holds them: pixel units (0..255; eigenvalues in grey levels squared)."""
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    return {"mean_image": rng.uniform(0, 1, (h, w, 3)), "mean_rgb": rng.uniform(0, 1, 3),
-            "eigval": np.array([0.2, 0.02, 0.004]), "eigvec": q}
+    return {"mean_image": rng.uniform(0, 255, (h, w, 3)), "mean_rgb": rng.uniform(0, 255, 3),
+            "eigval": np.array([4000.0, 250.0, 40.0]), "eigvec": q}
 
 
 def test_ten_crop_positions_exact_and_documented_order():
@@ -77,7 +78,8 @@ def test_random_flip_half_the_time():
     assert bool((flipped ^ kept).all()) and 0.45 < flipped.float().mean().item() < 0.55
 
 
-def test_pca_lighting_offsets_have_the_papers_covariance():
+def test_pca_lighting_offsets_have_the_documented_covariance():
+    """Along principal component i the offset has standard deviation 0.1 * sqrt(eigval_i) grey levels."""
     stats = random_stats(1, 1)
     light = PCALighting(stats["eigval"], stats["eigvec"], std=0.1)
     g = torch.Generator().manual_seed(0)
@@ -85,9 +87,9 @@ def test_pca_lighting_offsets_have_the_papers_covariance():
     # both ways of drawing a: torch's normal generator, and Box-Muller from the loader's per-sample uniforms
     for alpha in (light.sample(n, g), light.from_uniform(torch.rand(n, 6, generator=g, dtype=torch.float64))):
         offsets = light.offsets(alpha).double().numpy()  # n x 3 colours added to the images
-        in_basis = offsets @ stats["eigvec"]  # coordinates along the eigenvectors: a_i * eigval_i
+        in_basis = offsets @ stats["eigvec"]  # coordinates along the eigenvectors: a_i * sqrt(eigval_i)
         cov = np.cov(in_basis, rowvar=False)
-        expected = 0.01 * np.diag(stats["eigval"] ** 2)
+        expected = 0.01 * np.diag(stats["eigval"])
         np.testing.assert_allclose(np.diag(cov), np.diag(expected), rtol=0.05)
         off_diag = cov - np.diag(np.diag(cov))
         assert np.abs(off_diag).max() < 0.05 * expected.max()
@@ -105,15 +107,18 @@ def test_mean_image_is_cut_where_the_crop_was():
     t = TrainTransform(7, stats, lighting=0.0)
     params = t.sample(64, 10, 10, torch.Generator().manual_seed(0))
     out = t.apply(x, params)
-    # the same as subtracting the mean image from the whole image, then cropping and flipping
-    whole = x.float() / 255 - mean
+    # the same as subtracting the mean image from the whole image, then cropping and flipping (pixel units)
+    whole = x.float() - mean
     want = params["patch"].apply(whole)
-    torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=0)
     assert params["patch"].flip.any() and not params["patch"].flip.all()
+    # scale=1: the same in [0, 1] units
+    t1 = TrainTransform(7, stats, lighting=0.0, scale=1.0)
+    torch.testing.assert_close(t1.apply(x, params), want / 255, atol=1e-6, rtol=0)
     assert torch.equal(SubtractMean(mean)(whole + mean), whole + mean - mean)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(mean="rgb"), dict(padding=2),
+@pytest.mark.parametrize("options", [dict(), dict(mean="rgb"), dict(padding=2), dict(scale=1.0),
                                      dict(normalize={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})])
 def test_fused_pipeline_equals_the_composition(options):
     stats = random_stats(12, 12, seed=3)
@@ -121,22 +126,25 @@ def test_fused_pipeline_equals_the_composition(options):
     t = TrainTransform(10, stats, lighting=0.1, **options)
     params = t.sample(16, 12, 12, torch.Generator().manual_seed(0))
     fused, ref = t.apply(x, params), t.reference(x, params)
-    torch.testing.assert_close(fused, ref, atol=2e-6, rtol=0)
-    # and the reference is the small transforms one after another
+    tol = 2e-6 * options.get("scale", 255.0 if "normalize" not in options else 1.0)
+    torch.testing.assert_close(fused, ref, atol=tol, rtol=0)
+    # and the reference is the small transforms one after another: lighting in grey levels, then the mean
     patch = params["patch"]
-    y = patch.apply(x).float() / 255
+    y = patch.apply(x).float()
     y = PCALighting(stats["eigval"], stats["eigvec"])(y, alpha=params["alpha"])
     if "normalize" in options:
-        y = Normalize(**options["normalize"])(y)
+        y = Normalize(**options["normalize"])(y / 255)
     elif options.get("mean") == "rgb":
         y = SubtractMean(stats["mean_rgb"])(y)
     else:
         y = SubtractMean(torch.from_numpy(stats["mean_image"]).permute(2, 0, 1))(y, patch)
-    torch.testing.assert_close(ref, y, atol=1e-6, rtol=0)
+    if "scale" in options:
+        y = y * options["scale"] / 255
+    torch.testing.assert_close(ref, y, atol=tol / 2, rtol=0)
     for tta in ("center", "10crop"):
         e = EvalTransform(10, stats, tta, padding=options.get("padding", 0), mean=options.get("mean", "image"),
-                          normalize=options.get("normalize"))
-        torch.testing.assert_close(e.apply(x), e.reference(x), atol=2e-6, rtol=0)
+                          normalize=options.get("normalize"), scale=options.get("scale", 255.0))
+        torch.testing.assert_close(e.apply(x), e.reference(x), atol=tol, rtol=0)
 
 
 def test_normalize_and_generator_determinism():
@@ -159,13 +167,16 @@ def test_preprocess_image_is_the_eval_pipeline(tmp_path):
     spec = eval_spec(resize=48, crop=40, mean="image")
     out = preprocess_image(tmp_path / "x.png", spec, stats)
     assert out.shape == (3, 40, 40)
-    # by hand: shorter side to 48 with the central square, centre 40, /255, minus the mean image's centre
+    # by hand: shorter side to 48 with the central square, centre 40, minus the mean image's centre (pixel units)
     im = Image.fromarray(arr).resize((48, 48), Image.Resampling.BICUBIC, box=(15, 0, 75, 60))
     u = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None]
     want = EvalTransform(40, stats, "center")(u)[0]
     torch.testing.assert_close(out, want)
     mean = torch.from_numpy(stats["mean_image"]).permute(2, 0, 1).float()[:, 4:44, 4:44]
-    torch.testing.assert_close(out, u[0, :, 4:44, 4:44].float() / 255 - mean, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, u[0, :, 4:44, 4:44].float() - mean, atol=1e-4, rtol=0)
+    # a spec with scale 1 ([0, 1] units), and one without "scale" (an older checkpoint's: [0, 1] units too)
+    for s in (eval_spec(48, 40, "image", scale=1.0), {k: v for k, v in spec.items() if k != "scale"}):
+        torch.testing.assert_close(preprocess_image(tmp_path / "x.png", s, stats), out / 255, atol=1e-6, rtol=0)
     ten = preprocess_image(Image.fromarray(arr), spec, stats, tta="10crop")
     assert ten.shape == (10, 3, 40, 40) and torch.equal(ten[4], out)
     # converted torchvision weights: normalize, no statistics needed; one channel for grey models
@@ -173,9 +184,9 @@ def test_preprocess_image_is_the_eval_pipeline(tmp_path):
     grey = preprocess_image(tmp_path / "x.png", eval_spec(48, 40, normalize=norm, channels=1), None)
     assert grey.shape == (1, 40, 40) and grey.min() >= -2 and grey.max() <= 2
     # a mean image stored at another size is resized to the spec's
-    small = {"mean_image": np.full((24, 24, 3), 0.5), "mean_rgb": np.full(3, 0.5)}
-    torch.testing.assert_close(preprocess_image(tmp_path / "x.png", spec, small), u[0, :, 4:44, 4:44].float() / 255 - 0.5,
-                               atol=1e-6, rtol=0)
+    small = {"mean_image": np.full((24, 24, 3), 127.5), "mean_rgb": np.full(3, 127.5)}
+    torch.testing.assert_close(preprocess_image(tmp_path / "x.png", spec, small), u[0, :, 4:44, 4:44].float() - 127.5,
+                               atol=1e-4, rtol=0)
 
 
 def test_gather_patches_equal_sliced_patches():

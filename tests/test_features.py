@@ -30,7 +30,7 @@ def build(root):
     options = {"num_classes": CLASSES, "input_size": 32, "width": 0.5}
     model = models.create("alexnet-small", **options)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = data.make_loader(prep, "train", 16, train=True, num_workers=0)
+    loader = data.make_loader(prep, "train", 16, train=True, num_workers=0, scale=1.0)  # its kaiming init's scale
     model.train()
     for x, y in loader:  # one epoch: 5 steps
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -43,7 +43,7 @@ def build(root):
         "state_dict": model.state_dict(),
         "classes": list(meta["classes"]),
         "class_names": [f"{c} shape" for c in meta["classes"]],
-        "eval_transform": data.eval_spec(32, 32, "image", None, 3),
+        "eval_transform": data.eval_spec(32, 32, "image", None, 3, scale=1.0),
         "data_stats": {"mean_image": torch.as_tensor(np.asarray(stats["mean_image"], np.float32)),
                        "mean_rgb": torch.as_tensor(np.asarray(stats["mean_rgb"], np.float32))},
         "config": {"model": {"name": "alexnet-small"}},

@@ -34,8 +34,9 @@ process with the same global batch), the number of workers or the start
 batch. ``set_epoch(e, start_batch=j)`` starts at batch j of epoch e with
 exactly the batches an uninterrupted epoch would have made from j on.
 
-Pixels stay uint8 through decoding and the crop; the last step (float, /255,
-lighting, minus the mean image or colour, or ``normalize``) runs in the
+Pixels stay uint8 through decoding and the crop; the last step (float,
+lighting, minus the mean image or colour, times ``scale / 255``; or
+``normalize``) runs in the
 worker, or on ``device`` (e.g. ``"cuda"``): then the workers only read bytes
 and the batch is decoded (``decode_jpeg(..., device="cuda")``) and augmented
 on the GPU, with the same random draws as on the CPU.
@@ -206,7 +207,7 @@ class ShardLoader:
     def __init__(self, prepared_dir, split: str, batch_size: int, train: bool = True, tta: str = "center",
                  input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
-                 start_batch: int = 0, device=None, normalize: dict | None = None):
+                 start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0):
         root = Path(prepared_dir)
         self.meta = meta = read_meta(root)
         if split not in meta.get("splits", {}):
@@ -221,6 +222,8 @@ class ShardLoader:
             raise UserError(f"mean must be 'image' or 'rgb', not {mean!r}")
         if num_workers < 0:
             raise UserError(f"num_workers must be 0 or more, not {num_workers}")
+        if not scale > 0:
+            raise UserError(f"scale must be positive, not {scale}")
         size = int(meta["size"])
         if input_size is None:
             input_size = size if size <= SMALL else min(224, size)
@@ -234,9 +237,9 @@ class ShardLoader:
         stats = load_stats(root)
         padding = default_padding(size)
         if train:
-            transform = TrainTransform(input_size, stats, padding, lighting, mean, normalize)
+            transform = TrainTransform(input_size, stats, padding, lighting, mean, normalize, scale=scale)
         else:
-            transform = EvalTransform(input_size, stats, tta, padding, mean, normalize)
+            transform = EvalTransform(input_size, stats, tta, padding, mean, normalize, scale)
 
         self.split, self.train, self.tta, self.input_size = split, train, tta, int(input_size)
         self.batch_size, self.seed, self.rank, self.world_size = int(batch_size), int(seed), int(rank), int(world_size)
@@ -323,7 +326,7 @@ class ShardLoader:
 def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, train: bool = True, tta: str = "center",
                 input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                 num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
-                start_batch: int = 0, device=None, normalize: dict | None = None) -> ShardLoader:
+                start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0) -> ShardLoader:
     """Batches ``(images float32 B x C x H x W, labels int64 B)`` of ``split`` of a prepared folder.
 
     ``train``: random crop + flip + PCA lighting (std ``lighting``, 0 for
@@ -332,9 +335,11 @@ def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, tr
     224 for 256 px data, the stored size for small (<= 64 px) data, which is
     trained with a random crop of the image reflection-padded by size // 8.
     ``mean``: ``"image"`` (the paper's mean image, cut where the crop was) or
-    ``"rgb"``; ``normalize={"mean": [...], "std": [...]}`` replaces it by
-    ``(x - mean) / std``. See the module docstring for order, ranks and
+    ``"rgb"``; ``scale``: the input is ``(pixel - mean) * scale / 255`` (255:
+    the paper's raw pixels minus the mean; 1: [0, 1] units);
+    ``normalize={"mean": [...], "std": [...]}`` replaces all that by
+    torchvision's ``(x / 255 - mean) / std``. See the module docstring for order, ranks and
     determinism.
     """
     return ShardLoader(prepared_dir, split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
-                       num_workers, mean, lighting, drop_last, start_batch, device, normalize)
+                       num_workers, mean, lighting, drop_last, start_batch, device, normalize, scale)

@@ -5,7 +5,7 @@ The prepared folder (``OUT``)::
     meta.json            classes, class_names, splits (counts), shards, size, channels,
                          format (jpg | raw), source, version; written last
     stats.npz            mean_image, mean_rgb, eigval, eigvec (and cov, count) of train,
-                         for pixel values in [0, 1] (see alexnet.data.stats)
+                         in pixel units 0..255 (see alexnet.data.stats)
     skipped.txt          one line per unusable source file, a JSON object
                          {"split", "path", "reason"} (+ "path_hex", see skipped_line)
     <split>-NNNNNN.tar   the shards (see alexnet.data.shards)

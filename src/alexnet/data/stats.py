@@ -9,16 +9,20 @@ in float64,
 
 The sums are of integer pixel values, so in float64 they are exact until they
 pass 2**53 (about 1.4 M images of 256 x 256 for the outer products); the
-result does not depend on the order of the shards. :meth:`finish` scales to
-pixel values in [0, 1] and returns
+result does not depend on the order of the shards. :meth:`finish` returns,
+in pixel units (0..255, the values the paper's network sees before the mean
+is taken off),
 
 * ``mean_image`` (H x W x C), ``mean_rgb`` (C,),
-* ``eigval`` (C,, descending) and ``eigvec`` (C x C, column i the
-  eigenvector of ``eigval[i]``, sign fixed so its largest component is
-  positive) of the population covariance of the pixel colours,
-* ``count`` (images).
+* ``eigval`` (C,, descending; variances, grey levels squared) and ``eigvec``
+  (C x C, column i the eigenvector of ``eigval[i]``, sign fixed so its
+  largest component is positive) of the population covariance of the pixel
+  colours, and that covariance ``cov``,
+* ``count`` (images), ``schema`` (:data:`STATS_SCHEMA`).
 
 With one channel, ``eigval`` is the variance and ``eigvec`` is ``[[1]]``.
+Folders prepared before schema 2 hold the same statistics for values in
+[0, 1]; :func:`load_stats` converts them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from ..errors import UserError
 
 STATS_FILE = "stats.npz"
+STATS_SCHEMA = 2  # 1 (no "schema" key): [0, 1] units; 2: pixel units 0..255
 
 
 class PixelStats:
@@ -76,8 +81,8 @@ class PixelStats:
         if self.n == 0:
             raise ValueError("no images")
         pixels = self.n * self.image_sum.shape[0] * self.image_sum.shape[1]
-        mean = self.pixel_sum / pixels / 255.0
-        cov = self.outer_sum / pixels / 255.0**2 - np.outer(mean, mean)
+        mean = self.pixel_sum / pixels
+        cov = self.outer_sum / pixels - np.outer(mean, mean)
         cov = (cov + cov.T) / 2
         eigval, eigvec = np.linalg.eigh(cov)
         order = np.argsort(eigval)[::-1]
@@ -85,19 +90,43 @@ class PixelStats:
         signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(eigvec.shape[1])])
         eigvec = eigvec * np.where(signs == 0, 1.0, signs)
         return {
-            "mean_image": self.image_sum / self.n / 255.0,
+            "mean_image": self.image_sum / self.n,
             "mean_rgb": mean,
             "eigval": eigval,
             "eigvec": eigvec,
             "cov": cov,
             "count": np.array(self.n),
+            "schema": np.array(STATS_SCHEMA),
         }
 
 
+def to_pixel_units(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Statistics of schema 1 ([0, 1] units) in pixel units (schema 2); newer ones as they are."""
+    if int(stats.get("schema", 1)) >= STATS_SCHEMA:
+        return stats
+    out = dict(stats)
+    for key in ("mean_image", "mean_rgb"):
+        if key in out:
+            out[key] = np.asarray(out[key], np.float64) * 255.0
+    for key in ("eigval", "cov"):
+        if key in out:
+            out[key] = np.asarray(out[key], np.float64) * 255.0**2
+    out["schema"] = np.array(STATS_SCHEMA)
+    return out
+
+
 def load_stats(prepared_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``mean_image``, ``mean_rgb``, ``eigval``, ``eigvec`` (and ``cov``, ``count``) of a prepared folder."""
+    """``mean_image``, ``mean_rgb``, ``eigval``, ``eigvec`` (and ``cov``, ``count``) of a prepared folder, in pixel units.
+
+    A folder prepared by an older alexnet (statistics of [0, 1] values) is read
+    and converted; its shards need no change.
+    """
     path = Path(prepared_dir) / STATS_FILE
     if not path.is_file():
         raise UserError(f"{prepared_dir} has no {STATS_FILE}: is it a folder written by `alexnet prepare`?")
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        stats = {k: z[k] for k in z.files}
+    if int(stats.get("schema", 1)) > STATS_SCHEMA:
+        raise UserError(f"{path} has statistics schema {int(stats['schema'])}; this alexnet reads up to "
+                        f"{STATS_SCHEMA}: upgrade alexnet")
+    return to_pixel_units(stats)

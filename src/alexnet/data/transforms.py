@@ -11,8 +11,8 @@ CPU, so CPU and GPU runs get the same crops):
 ``CenterCrop``     the central ``size`` square
 ``TenCrop``        the ten test patches, in :data:`TENCROP_ORDER`
 ``PCALighting``    the paper's colour augmentation: for each image a ~ N(0,
-                   std^2) per eigenvector, add ``eigvec @ (a * eigval)`` to
-                   every pixel (values in [0, 1] units)
+                   std^2) per principal component, add
+                   ``eigvec @ (a * sqrt(eigval))`` to every pixel (grey levels)
 ``SubtractMean``   the mean image (cut at each sample's patch position and
                    reflected with it) or the mean colour
 ``Normalize``      ``(x - mean) / std``, for weights converted from torchvision
@@ -21,16 +21,21 @@ CPU, so CPU and GPU runs get the same crops):
 A :class:`Patch` records where each output pixel came from (per-sample top,
 left, flip, and the padding), so the mean image is subtracted exactly at the
 pixels the crop took. The pixel pipeline is uint8 until the last step:
-patch -> float / 255 -> lighting (training only) -> minus the mean, or
-normalize. No division by a standard deviation, as in the paper.
+patch -> float -> lighting (training only, in grey levels) -> minus the mean
+-> times ``scale / 255``, or torchvision's normalize. The paper's network sees
+raw pixel values minus the mean (``scale=255``, the default: no division by
+255, none by a standard deviation); ``scale=1`` gives [0, 1] units.
 
 :class:`TrainTransform` and :class:`EvalTransform` are those pipelines in
 one object each (with a fused CPU path that is tested equal to the
 composition of the small transforms), built from a prepared folder's
 statistics. An eval *spec*, a plain JSON-able dict stored in checkpoints::
 
-    {"resize": 256, "crop": 224, "mean": "image" | "rgb",
+    {"resize": 256, "crop": 224, "mean": "image" | "rgb", "scale": 255.0,
      "normalize": None | {"mean": [...], "std": [...]}, "channels": 3}
+
+(a spec without ``"scale"``, from an older checkpoint, means 1.0: those
+weights were trained on [0, 1] values.)
 
 and :func:`preprocess_image` take a user's image file through exactly the
 evaluation pipeline (convert, shorter side to ``resize``, central square,
@@ -219,12 +224,22 @@ class TenCrop:
 
 # ---------------------------------------------------------------- colour
 class PCALighting:
-    """The paper's colour augmentation (section 4.1), on float images in [0, 1] units.
+    """The paper's colour augmentation (section 4.1), in pixel units (grey levels).
 
-    For each image, ``a ~ N(0, std^2)`` (one per eigenvector, drawn again at
-    every use), and ``sum_i a_i * eigval_i * eigvec[:, i]`` is added to every
-    pixel. ``eigval``/``eigvec`` are those of the training set's colour
-    covariance (``stats.npz``; columns of ``eigvec`` are eigenvectors).
+    For each image, ``a ~ N(0, std^2)`` (one per principal component, drawn
+    again at every use), and ``sum_i a_i * sqrt(eigval_i) * eigvec[:, i]`` is
+    added to every pixel. ``eigval``/``eigvec`` are those of the training
+    set's colour covariance in pixel units (``stats.npz``; columns of
+    ``eigvec`` are eigenvectors), so ``sqrt(eigval_i)`` is the standard
+    deviation of the colours along component i and the shift along it is
+    ``std`` (0.1) of that, whatever unit the pixels are counted in.
+
+    The paper writes ``a_i * lambda_i``. Read literally in pixel units that is
+    a shift of about 250 grey levels along the first component (the
+    eigenvalue is a variance); Krizhevsky's own cuda-convnet2 scales by the
+    standard deviations (``pca_stdevs``), as here. fb.resnet.torch, MXNet
+    and their copies scale by the eigenvalues of [0, 1] values (about half
+    this shift on ImageNet). README, "Data", gives the measured magnitude.
     """
 
     def __init__(self, eigval, eigvec, std: float = 0.1):
@@ -241,8 +256,8 @@ class PCALighting:
         return (radius * torch.cos(2 * torch.pi * u[:, c:2 * c])).float() * self.std
 
     def offsets(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The colour added to each image, ``B x C``: ``eigvec @ (alpha * eigval)``."""
-        return (alpha * self.eigval) @ self.eigvec.T
+        """The colour added to each image, ``B x C``: ``eigvec @ (alpha * sqrt(eigval))``."""
+        return (alpha * self.eigval.clamp_min(0).sqrt()) @ self.eigvec.T
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
                  alpha: torch.Tensor | None = None) -> torch.Tensor:
@@ -295,42 +310,53 @@ class Normalize:
 
 # ---------------------------------------------------------------- pipelines
 class _Centering:
-    """The last step, shared by both pipelines: /255, lighting offsets, then the mean or normalize."""
+    """The last step, shared by both pipelines: lighting offsets, minus the mean, times scale / 255; or normalize.
 
-    def __init__(self, stats: dict | None, mean: str = "image", normalize: dict | None = None):
+    ``stats`` are in pixel units (``stats.npz``); the mean is kept here
+    already multiplied by ``scale / 255``, so that ``x * scale / 255 - mean``
+    is one multiply and one subtract per pixel.
+    """
+
+    def __init__(self, stats: dict | None, mean: str = "image", normalize: dict | None = None, scale: float = 255.0):
         if mean not in ("image", "rgb"):
             raise ValueError(f"mean must be 'image' or 'rgb', not {mean!r}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, not {scale!r}")
         self.normalize = Normalize(normalize["mean"], normalize["std"]) if normalize else None
+        self.factor = float(scale) / 255  # input units per grey level
         self.subtract = None
         if self.normalize is None:
             if stats is None:
                 raise ValueError("mean subtraction needs the statistics (mean_image, mean_rgb)")
             if mean == "image":  # stats hold H x W x C (as stats.npz); the transforms use C x H x W
-                self.subtract = SubtractMean(_tensor(stats["mean_image"]).permute(2, 0, 1).contiguous())
+                self.subtract = SubtractMean(_tensor(stats["mean_image"]).permute(2, 0, 1).contiguous() * self.factor)
             else:
-                self.subtract = SubtractMean(stats["mean_rgb"])
-        self._cache: dict = {}
+                self.subtract = SubtractMean(_tensor(stats["mean_rgb"]) * self.factor)
 
     def reference(self, crops_u8: torch.Tensor, patch: Patch | None, offsets: torch.Tensor | None) -> torch.Tensor:
         """The composition of the small transforms (slow, obviously right)."""
-        x = crops_u8.float() / 255
+        x = crops_u8.float()
         if offsets is not None:
             x = x + offsets.to(x.device)[:, :, None, None]
         if self.normalize is not None:
-            return self.normalize(x)
-        return self.subtract(x, patch)
+            return self.normalize(x / 255)
+        return self.subtract(x * self.factor, patch)
 
     def affine(self, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``y = x * scale - shift`` per channel, before the mean image and lighting."""
         if self.normalize is not None:
             s = self.normalize.std.to(device)
             return (1 / (255 * s)), self.normalize.mean.to(device) / s
+        factor = torch.full((channels,), self.factor, device=device)
         if self.subtract.is_image:
-            return torch.full((channels,), 1 / 255, device=device), torch.zeros(channels, device=device)
-        return torch.full((channels,), 1 / 255, device=device), self.subtract.mean.to(device)
+            return factor, torch.zeros(channels, device=device)
+        return factor, self.subtract.mean.to(device)
 
-    def lighting_scale(self, device) -> torch.Tensor | None:
-        return None if self.normalize is None else 1 / self.normalize.std.to(device)
+    def lighting_scale(self, device) -> torch.Tensor:
+        """Input units per grey level of a lighting offset, per channel."""
+        if self.normalize is not None:
+            return 1 / (255 * self.normalize.std.to(device))
+        return torch.tensor(self.factor, device=device)
 
 
 class TrainTransform:
@@ -343,11 +369,11 @@ class TrainTransform:
     """
 
     def __init__(self, size: int, stats: dict | None, padding: int = 0, lighting: float = 0.1,
-                 mean: str = "image", normalize: dict | None = None, flip: float = 0.5):
+                 mean: str = "image", normalize: dict | None = None, flip: float = 0.5, scale: float = 255.0):
         self.crop = RandomCrop(size, padding)
         self.flip = RandomFlip(flip)
         self.lighting = PCALighting(stats["eigval"], stats["eigvec"], lighting) if lighting and stats is not None else None
-        self.centering = _Centering(stats, mean, normalize)
+        self.centering = _Centering(stats, mean, normalize, scale)
 
     def uniforms_needed(self, channels: int) -> int:
         """Uniforms per sample: 2 for the crop, 1 for the flip, 2 per channel for the lighting."""
@@ -391,11 +417,11 @@ class EvalTransform:
     """Centre patch (``tta="center"``) or the ten patches (``"10crop"``), minus the mean; no randomness."""
 
     def __init__(self, size: int, stats: dict | None, tta: str = "center", padding: int = 0,
-                 mean: str = "image", normalize: dict | None = None):
+                 mean: str = "image", normalize: dict | None = None, scale: float = 255.0):
         if tta not in ("center", "10crop"):
             raise ValueError(f"tta must be 'center' or '10crop', not {tta!r}")
         self.size, self.tta, self.padding = int(size), tta, int(padding)
-        self.centering = _Centering(stats, mean, normalize)
+        self.centering = _Centering(stats, mean, normalize, scale)
 
     def patches(self, batch: int, height: int, width: int) -> list[Patch]:
         if self.tta == "center":
@@ -442,8 +468,7 @@ def _fused(images: torch.Tensor, patch: Patch, offsets: torch.Tensor | None, cen
     scale, shift = centering.affine(c, dev)
     shift = shift.expand(b, c).clone()
     if offsets is not None:
-        light = centering.lighting_scale(dev)
-        shift -= offsets.to(dev) * (light if light is not None else 1)
+        shift -= offsets.to(dev) * centering.lighting_scale(dev)
     mean_image = centering.subtract.mean.to(dev) if centering.subtract is not None and centering.subtract.is_image else None
     s = patch.size
     if out is None:
@@ -473,9 +498,10 @@ def _fused(images: torch.Tensor, patch: Patch, offsets: torch.Tensor | None, cen
 
 # ---------------------------------------------------------------- user images
 def eval_spec(resize: int = 256, crop: int = 224, mean: str = "image", normalize: dict | None = None,
-              channels: int = 3) -> dict:
+              channels: int = 3, scale: float = 255.0) -> dict:
     """The plain dict that tells :func:`preprocess_image` (and a checkpoint's reader) how to evaluate."""
-    return {"resize": int(resize), "crop": int(crop), "mean": mean, "normalize": normalize, "channels": int(channels)}
+    return {"resize": int(resize), "crop": int(crop), "mean": mean, "scale": float(scale), "normalize": normalize,
+            "channels": int(channels)}
 
 
 def _mean_for(stats: dict, spec: dict, side: int) -> dict:
@@ -496,10 +522,11 @@ def preprocess_image(image: str | os.PathLike | Any, spec: dict, stats: dict | N
     """A user's image through the evaluation pipeline of ``spec``: ``C x H x W`` (``10 x C x H x W`` for 10crop).
 
     ``image``: a path or a PIL image. ``stats``: a dict with ``mean_image``
-    and ``mean_rgb`` (numpy or torch; what a checkpoint carries), unused when
-    ``spec["normalize"]`` is set. Steps: RGB (L for one channel), EXIF
-    orientation, shorter side to ``spec["resize"]``, central square, then the
-    centre (or ten) ``spec["crop"]`` patches, /255, minus the mean or normalize.
+    and ``mean_rgb`` in pixel units (numpy or torch; what a checkpoint
+    carries), unused when ``spec["normalize"]`` is set. Steps: RGB (L for one
+    channel), EXIF orientation, shorter side to ``spec["resize"]``, central
+    square, then the centre (or ten) ``spec["crop"]`` patches, minus the mean
+    times ``spec["scale"] / 255`` (1.0 when absent: an older checkpoint's), or normalize.
     """
     from PIL import Image, ImageOps
 
@@ -523,5 +550,5 @@ def preprocess_image(image: str | os.PathLike | Any, spec: dict, stats: dict | N
     x = torch.from_numpy(np.array(im, dtype=np.uint8).reshape(resize, resize, channels)).permute(2, 0, 1)[None]
     padding = default_padding(resize) if tta == "10crop" else 0
     t = EvalTransform(crop, None if spec.get("normalize") else _mean_for(stats or {}, spec, resize), tta, padding,
-                      spec.get("mean", "image"), spec.get("normalize"))
+                      spec.get("mean", "image"), spec.get("normalize"), float(spec.get("scale", 1.0)))
     return t(x.contiguous())[0]

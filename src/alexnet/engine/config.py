@@ -44,6 +44,8 @@ class DataConfig:
     batch_size: int = 128  # global, over all processes and accumulation steps
     workers: int = 2  # loader processes per training process
     mean: str = "image"  # image (the paper's mean image) | rgb
+    scale: float | None = None  # input = (pixel - mean) * scale / 255: 255 the paper's raw pixels, 1 [0, 1] units;
+    # None: the scale the model's init was chosen for (255 for paper/caffe init, 1 for kaiming/torch)
     lighting: float = 0.1  # std of the PCA lighting coefficients; 0 turns it off
     eval_tta: str = "center"  # center | 10crop, for the per-epoch validation
     val_split: str = "val"
@@ -109,6 +111,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.batch_size": (lambda v: v >= 1, "at least 1"),
     "data.workers": (lambda v: v >= 0, "at least 0"),
     "data.lighting": (lambda v: v >= 0, "at least 0"),
+    "data.scale": (lambda v: v > 0, "greater than 0"),
     "optim.lr": (lambda v: v > 0, "greater than 0"),
     "optim.momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "optim.weight_decay": (lambda v: v >= 0, "at least 0"),

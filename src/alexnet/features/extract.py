@@ -122,6 +122,7 @@ def eval_transform(ckpt: dict[str, Any], model: torch.nn.Module | None = None) -
     if not spec.get("resize") and spec.get("crop"):
         spec["resize"] = int(spec["crop"]) if int(spec["crop"]) <= 64 else 256  # the paper's 256 for large inputs
     spec.setdefault("mean", "image")
+    spec.setdefault("scale", 1.0)  # written by every checkpoint since schema 2; before, weights saw [0, 1] values
     spec.setdefault("normalize", None)
     return spec
 
@@ -145,7 +146,7 @@ def eval_loader(ckpt: dict[str, Any], data, split: str, *, batch_size: int = 256
         raise UserError(f"--workers must be 0 or more, not {workers}")
     spec = eval_transform(ckpt, model)
     kwargs = dict(train=False, tta=tta, input_size=spec.get("crop"), num_workers=workers,
-                  mean=spec.get("mean", "image"), normalize=spec.get("normalize"))
+                  mean=spec.get("mean", "image"), normalize=spec.get("normalize"), scale=spec["scale"])
     return data_mod.make_loader(data, split, batch_size, **kwargs)
 
 

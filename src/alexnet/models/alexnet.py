@@ -86,6 +86,16 @@ class AlexNetConfig:
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def input_scale(self) -> float:
+        """A white pixel's value (before the mean is taken off) in the input this initialisation was chosen for.
+
+        255 for the paper's and Caffe's N(0, 0.01) weights, which were set for
+        raw pixel values minus the mean (and LRN's k=2, alpha=1e-4 with them);
+        1 for kaiming's and torch's, which expect inputs of about unit size.
+        """
+        return 255.0 if self.init in ("paper", "caffe") else 1.0
+
 
 def _act(name: str):
     if name == "relu":
