@@ -251,13 +251,11 @@ def test_demo_bad_set_generates_nothing(ws, capsys):
 
 # The four below need changes in files another session is editing (engine/checkpoint.py, engine/trainer.py);
 # strict: once those land they pass, and the marks must go.
-@pytest.mark.xfail(strict=True, reason="needs load_checkpoint to use fileio.require_file")
 def test_checkpoint_folder_is_called_a_folder(ws, capsys):
     assert main(["eval", str(ws["empty"]), "--data", str(ws["prep"]), "--device", "cpu"]) == 2
     assert "is a folder" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="needs load_checkpoint to silence torch's warning on a raw pickle")
 def test_raw_pickle_checkpoint_draws_no_warning(ws, capsys):
     import warnings
 
@@ -267,7 +265,6 @@ def test_raw_pickle_checkpoint_draws_no_warning(ws, capsys):
     assert not caught, [str(w.message) for w in caught]
 
 
-@pytest.mark.xfail(strict=True, reason="needs Trainer._restore to use errors.state_dict_mismatch")
 def test_resume_with_a_changed_model_says_what_differs(ws, tiny, capsys):
     run = ws["w"] / "resume-wider"
     shutil.copytree(tiny.run, run)
@@ -278,7 +275,6 @@ def test_resume_with_a_changed_model_says_what_differs(ws, tiny, capsys):
     assert "size mismatch" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="needs Trainer.fit to warn when the val split is missing")
 def test_training_without_validation_says_so(ws, tiny, capsys):
     from fault_kit import TINY
 

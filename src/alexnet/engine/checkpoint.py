@@ -4,16 +4,18 @@ A checkpoint is a ``torch.save`` of plain data (tensors, numbers, strings,
 lists, dicts) so it loads with ``torch.load(..., weights_only=True)``; a file
 that needs anything else (a hostile pickle, say) is refused.
 
-Layout (``schema`` 1)::
+Layout (``schema`` 2)::
 
-    schema        1
+    schema        2
     model         {"name": str, "options": {num_classes, input_size, ...}}
     state_dict    weights of the unwrapped model (no module./_orig_mod. prefixes)
     classes       class ids (folder or synset names), index = label
     class_names   human-readable names, same order
     eval_transform  the preprocessing the weights expect (a plain dict,
-                    see alexnet.data.transforms); "stats" holds the mean image
-                    and mean RGB so prediction needs no prepared data folder
+                    see alexnet.data.transforms.eval_spec)
+    data_stats    {"mean_image": H x W x C, "mean_rgb": C} of the training
+                  data, in pixel units 0..255 (schema 1: [0, 1] units), so
+                  prediction needs no prepared data folder
     config        the resolved training config (dict), when trained here
     epoch, step, batch_in_epoch    position of the run (batch_in_epoch > 0:
                   saved mid-epoch; the loader skips that many batches on resume)
@@ -25,15 +27,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..fileio import atomic_write  # noqa: F401  (re-exported: engine code writes through it)
+from ..errors import UserError, state_dict_mismatch
+from ..fileio import atomic_write, require_file  # noqa: F401  (atomic_write re-exported: engine code writes through it)
 
-SCHEMA = 1
+SCHEMA = 2  # 2: data_stats in pixel units and eval_transform["scale"]; 1: [0, 1] units
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -55,11 +58,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; every problem is a one-line :class:`UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    path = require_file(path, "checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a raw pickle's protocol before refusing it: one line is ours
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # not a refused import: bytes that are no pickle at all
             raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or truncated") from None
@@ -86,7 +89,7 @@ def build_model(ckpt: dict[str, Any]) -> torch.nn.Module:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise UserError(f"checkpoint weights do not fit model {spec['name']}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"checkpoint weights do not fit model {spec['name']}: {state_dict_mismatch(e)}") from None
     return model
 
 

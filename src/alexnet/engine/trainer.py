@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import torch
 
 from .. import models
 from ..models import lrn_kernel
-from ..errors import UserError
+from ..data.transforms import eval_spec
+from ..errors import UserError, state_dict_mismatch
 from . import config as config_mod
 from .allocator import keep_freed_memory
 from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint, unwrap
@@ -76,15 +78,6 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
     return opts
 
 
-def eval_spec(cfg: config_mod.TrainConfig, meta: dict, input_size: int) -> dict:
-    """The preprocessing these weights expect, stored in every checkpoint."""
-    return {
-        "resize": int(meta.get("size", 256)),
-        "crop": int(input_size),
-        "mean": cfg.data.mean,
-        "normalize": None,
-        "channels": int(meta.get("channels", 3)),
-    }
 
 
 class Trainer:
@@ -130,6 +123,7 @@ class Trainer:
         except ValueError as e:
             raise UserError(str(e)) from None
         self.input_size = model.cfg.input_size
+        self.scale = cfg.data.scale if cfg.data.scale is not None else model.cfg.input_scale
         device = self.dist.device
         if device.type == "cpu":
             if cfg.run.cpu_malloc:
@@ -168,7 +162,7 @@ class Trainer:
         try:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as e:
-            raise UserError(f"last.ckpt does not fit this model: {str(e).splitlines()[0][:200]}") from None
+            raise UserError(f"last.ckpt does not fit this model: {state_dict_mismatch(e)}") from None
         self.state.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         if ckpt.get("scaler"):
@@ -190,7 +184,8 @@ class Trainer:
             "state_dict": unwrap(s.model).state_dict(),
             "classes": list(self.meta["classes"]),
             "class_names": list(self.meta.get("class_names", self.meta["classes"])),
-            "eval_transform": eval_spec(self.cfg, self.meta, self.input_size),
+            "eval_transform": eval_spec(int(self.meta.get("size", 256)), self.input_size, self.cfg.data.mean,
+                                        channels=int(self.meta.get("channels", 3)), scale=self.scale),
             "data_stats": {
                 "mean_image": torch.as_tensor(np.asarray(stats["mean_image"], dtype=np.float32)),
                 "mean_rgb": torch.as_tensor(np.asarray(stats["mean_rgb"], dtype=np.float32)),
@@ -239,13 +234,16 @@ class Trainer:
             self.data, split, self.rank_batch if train else max(1, self.rank_batch // (10 if tta == "10crop" else 1)),
             train=train, tta=tta, input_size=self.input_size, seed=cfg.run.seed, epoch=self.state.epoch,
             rank=self.dist.rank, world_size=self.dist.world_size, num_workers=cfg.data.workers,
-            mean=cfg.data.mean, lighting=cfg.data.lighting)
+            mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale)
 
     def fit(self) -> dict:
         cfg, s = self.cfg, self.state
         train_loader = self.loader("train", train=True)
         val_split = cfg.data.val_split if cfg.data.val_split in self.meta["splits"] else None
         val_loader = self.loader(val_split, train=False, tta=cfg.data.eval_tta) if val_split else None
+        if val_split is None and self.dist.is_main:
+            print(f"alexnet train: warning: {self.data} has no {cfg.data.val_split!r} split: no validation, "
+                  f"best.ckpt follows the last epoch, best_top1_err is null", file=sys.stderr, flush=True)
         t0 = time.time()
         while s.epoch < cfg.run.epochs:
             train_loader.set_epoch(s.epoch, start_batch=s.batch_in_epoch)
