@@ -129,8 +129,11 @@ def test_recipes_load():
     paper = load_config("paper")
     assert (paper.data.batch_size, paper.optim.lr, paper.optim.momentum, paper.optim.weight_decay) == (128, 0.01, 0.9, 0.0005)
     assert paper.optim.rule == "paper" and paper.schedule.max_drops == 3 and paper.run.epochs == 90
+    assert paper.data.scale == 255 and paper.model.init is None and paper.model.bias is None  # the paper's own
     assert load_config("demo").model.name == "alexnet-small"
     assert load_config("fashion-mnist").model.name == "alexnet-small"
+    small = load_config("small-data")
+    assert (small.model.name, small.model.init, small.model.bias, small.data.scale) == ("alexnet", "kaiming", 0.0, 1.0)
 
 
 @pytest.fixture(scope="module")
