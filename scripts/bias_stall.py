@@ -57,7 +57,8 @@ def main() -> None:
     opt = make_optimizer(model.parameters(), "paper", args.lr, 0.9, 5e-4)
     step, report_at = 0, {0, 1, 2, 5, 10, 30, 100}
     for epoch in range(args.epochs):
-        for x, y in make_loader(args.data, "train", args.batch, train=True, epoch=epoch, num_workers=0):
+        for x, y in make_loader(args.data, "train", args.batch, train=True, epoch=epoch, num_workers=0,
+                                scale=model.cfg.input_scale):
             if step in report_at:
                 print(f"step {step:4d}: {describe(model, x)}", flush=True)
             loss = F.cross_entropy(model(x), y)
