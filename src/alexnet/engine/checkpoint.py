@@ -57,8 +57,12 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely; every problem is a one-line :class:`UserError`."""
+    """Read a checkpoint safely (or an exported ``.safetensors``); every problem is a one-line :class:`UserError`."""
     path = require_file(path, "checkpoint")
+    if path.suffix == ".safetensors":  # written by `alexnet export --format safetensors`
+        from .export import load_safetensors
+
+        return load_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about a raw pickle's protocol before refusing it: one line is ours
             warnings.simplefilter("ignore")

@@ -16,12 +16,14 @@ the edges. Two details are easy to get wrong and both are options here:
 On a CPU the op runs as one fused C++ kernel (``lrn_kernel.py``, built on
 first use; one pass over memory each way), registered as the custom ops
 ``alexnet::lrn_cpu`` and ``alexnet::lrn_cpu_backward`` so that torch.compile
-calls it too. Elsewhere, or where no compiler is found, it is written for speed
-in tensor ops: the window sum is one matrix product with a block-diagonal band
-matrix (no padded copies, either memory layout), ``rsqrt`` replaces a general
-``pow`` when beta is 0.75, and the backward is analytic instead of autograd
-through the window. Both are checked in the tests against a direct float64
-evaluation of the formula above.
+calls it too. An exported program (TorchScript trace, ``torch.export``, ONNX)
+gets plain tensor ops instead, so it runs without this package. Elsewhere, or
+where no compiler is found, it is written for speed in tensor ops: the window
+sum is one matrix product with a block-diagonal band matrix (no padded copies,
+either memory layout), ``rsqrt`` replaces a general ``pow`` when beta is 0.75,
+and the backward is analytic instead of autograd through the window. The fused
+and band forms are checked in the tests against a direct float64 evaluation of
+the formula above, the plain one against them (``tests/test_export.py``).
 """
 
 from __future__ import annotations
@@ -129,6 +131,10 @@ def local_response_norm(
     if c % groups:
         raise ValueError(f"LRN: {c} channels do not split into {groups} groups")
     scale = alpha / size if alpha_per_channel else alpha
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        # Export (TorchScript trace, torch.export, ONNX): plain tensor ops, so the
+        # program runs where neither the alexnet::lrn_cpu op nor this Function exists.
+        return _lrn_plain(x, size, scale, beta, k, groups)
     if x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and _fused_available():
         # The fused kernel, as a custom op: eager and torch.compile both call it.
         fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
