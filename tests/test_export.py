@@ -10,7 +10,7 @@ from alexnet import models
 from alexnet.cli.main import main as cli
 from alexnet.data.transforms import eval_spec
 from alexnet.engine.checkpoint import build_model, load_checkpoint, save_checkpoint
-from alexnet.engine.export import FORMATS, export_checkpoint, load_safetensors, read_metadata
+from alexnet.engine.export import FORMATS, SUFFIXES, export_checkpoint, load_safetensors, read_metadata
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript's deprecation notice
 
@@ -62,7 +62,7 @@ def test_program_matches_eager(tmp_path, name, options, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxscript", reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
     model = _checkpoint(tmp_path / "m.ckpt", name, options)
-    out = tmp_path / f"m.{fmt}"
+    out = tmp_path / f"m{SUFFIXES[fmt]}"
     export_checkpoint(tmp_path / "m.ckpt", fmt, out)
     x = torch.randn(3, 3, model.cfg.input_size, model.cfg.input_size)  # batch 3: the example had 2
     with torch.no_grad():
@@ -77,7 +77,7 @@ def test_metadata_carries_classes_and_transform(tmp_path, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxscript", reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
     _checkpoint(tmp_path / "m.ckpt")
-    out = tmp_path / "m.out"
+    out = tmp_path / f"m{SUFFIXES[fmt]}"
     assert cli(["export", str(tmp_path / "m.ckpt"), "--format", fmt, "--out", str(out)]) == 0
     meta = {k: (v if k == "format" else json.loads(v)) for k, v in read_metadata(out, fmt).items()}
     ckpt = load_checkpoint(tmp_path / "m.ckpt")

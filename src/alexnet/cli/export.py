@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                                    "written here is accepted wherever a checkpoint is.")
     p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
     p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    p.add_argument("--out", required=True, help="file to write (refused if it exists, unless --force)")
+    p.add_argument("--out", required=True, help="file to write (refused if it exists, unless --force); name a "
+                                                "torch-export program *.pt2, as torch.export.load expects")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=run)
 

@@ -42,6 +42,7 @@ from ..strict_json import dumps
 from .checkpoint import SCHEMA, build_model, load_checkpoint
 
 FORMATS = ("safetensors", "onnx", "torchscript", "torch-export")
+SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}  # the usual names
 FORMAT_TAG = "alexnet-export/1"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 META_KEYS = ("format", "schema", "model", "classes", "class_names", "eval_transform", "data_stats", "input")
@@ -201,5 +202,6 @@ def read_metadata(path: str | os.PathLike, fmt: str) -> dict[str, str]:
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.load(path, _extra_files=files)
     else:
-        torch.export.load(path, extra_files=files)
+        with open(path, "rb") as f:  # a path not ending in .pt2 would draw torch's warning
+            torch.export.load(f, extra_files=files)
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in files.items()}
