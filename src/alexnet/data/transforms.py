@@ -235,8 +235,8 @@ class PCALighting:
     ``std`` (0.1) of that, whatever unit the pixels are counted in.
 
     The paper writes ``a_i * lambda_i``. Read literally in pixel units that is
-    a shift of about 250 grey levels along the first component (the
-    eigenvalue is a variance); Krizhevsky's own cuda-convnet2 scales by the
+    a mean shift of hundreds of grey levels along the first component (the
+    eigenvalue is a variance: 0.08 x 75.7^2 = 457 on the built-in data); Krizhevsky's own cuda-convnet2 scales by the
     standard deviations (``pca_stdevs``), as here. fb.resnet.torch, MXNet
     and their copies scale by the eigenvalues of [0, 1] values (about half
     this shift on ImageNet). README, "Data", gives the measured magnitude.
