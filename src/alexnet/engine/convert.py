@@ -3,8 +3,13 @@
 ``torchvision``: a state dict of ``torchvision.models.alexnet`` (for example
 ``alexnet-owt-7be5be79.pth``) becomes an ``alexnet-owt`` checkpoint that
 carries torchvision's eval transform (resize 256, centre crop 224, mean/std
-normalisation) and its 1000 ImageNet class names, so ``alexnet eval`` and
-``alexnet predict`` preprocess images the way those weights expect.
+normalisation), so ``alexnet eval`` and ``alexnet predict`` preprocess images
+the way those weights expect. Its ``classes`` are the 1000 ILSVRC-2012 synset
+ids in torchvision's order (sorted ids, as a prepared ILSVRC-2012 folder has
+them, so ``eval`` and ``features`` accept the checkpoint there) and its
+``class_names`` torchvision's category names. The ids ship with the package
+(``data/imagenet_synsets.txt``, one a line, the list timm ships as
+``imagenet_synsets.txt``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ def imagenet_categories() -> list[str]:
     from torchvision.models import AlexNet_Weights
 
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ILSVRC-2012 synset ids in torchvision's order (sorted: index 0 is n01440764, tench)."""
+    from importlib.resources import files
+
+    return (files("alexnet.data") / "imagenet_synsets.txt").read_text(encoding="ascii").split()
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -60,12 +72,15 @@ def convert_torchvision(weights: str | Path, out: str | Path) -> dict:
     if head is None:
         raise UserError(f"{weights} is not a torchvision AlexNet state dict (no classifier.6.weight)")
     n = head.shape[0]
-    classes = imagenet_categories() if n == 1000 else [str(i) for i in range(n)]
+    if n == 1000:
+        classes, names = imagenet_synsets(), imagenet_categories()
+    else:
+        classes = names = [str(i) for i in range(n)]
     ckpt = {
         "model": {"name": "alexnet-owt", "options": {"num_classes": n}},
         "state_dict": sd,
         "classes": classes,
-        "class_names": classes,
+        "class_names": names,
         "eval_transform": eval_spec(256, 224, "rgb", normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
         "data_stats": {"mean_image": 255 * torch.tensor(IMAGENET_MEAN).view(1, 1, 3).expand(256, 256, 3).contiguous(),
                        "mean_rgb": 255 * torch.tensor(IMAGENET_MEAN)},  # pixel units, as every checkpoint's
