@@ -143,6 +143,20 @@ def trained(prepared, tmp_path_factory):
     return run
 
 
+def test_run_config_names_its_data(prepared, trained, tmp_path, capsys):
+    """RUN/config.yaml records the data folder: the report finds it, and the config reruns without --data."""
+    import yaml
+
+    from alexnet.viz.report import find_data
+
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    assert config["data"]["path"] == os.path.abspath(prepared)
+    assert find_data(trained, None, config) == Path(os.path.abspath(prepared))
+    assert load_config(trained / "config.yaml").data.path == os.path.abspath(prepared)
+    assert cli(["train", "--out", str(tmp_path / "r")]) == 2  # no --data and no data.path
+    assert "no data: pass --data" in capsys.readouterr().err
+
+
 def test_mismatched_checkpoint_refused(prepared, trained, tmp_path, capsys):
     import shutil
 

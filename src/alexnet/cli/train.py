@@ -1,4 +1,8 @@
-"""``alexnet train --config RECIPE.yaml --data PREPARED --out RUN_DIR [--set k=v ...] [--resume]``."""
+"""``alexnet train --config RECIPE.yaml --data PREPARED --out RUN_DIR [--set k=v ...] [--resume]``.
+
+``--data`` may be left out when the config names the folder (``data.path``, as
+every run's ``config.yaml`` does): ``--config RUN/config.yaml`` reruns a run.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ def add_parser(sub) -> None:
                        description="Train with a YAML recipe on a prepared data folder. Under "
                                    "`torchrun --nproc-per-node N` the same command trains with DDP.")
     p.add_argument("--config", default=None, help="recipe: a YAML file, or a shipped name (paper, demo, fashion-mnist)")
-    p.add_argument("--data", required=True, help="prepared data folder (alexnet prepare)")
+    p.add_argument("--data", default=None,
+                   help="prepared data folder (alexnet prepare); default: the config's data.path, which every "
+                        "run's config.yaml records")
     p.add_argument("--out", required=True, help="run folder to write (config.yaml, metrics.jsonl, last/best.ckpt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key; repeatable, e.g. --set optim.lr=0.02")
@@ -30,6 +36,9 @@ def run(args) -> int:
     from ..fileio import check_output_dir, remove_temporaries
 
     cfg = load_config(args.config, args.overrides)
+    args.data = args.data or cfg.data.path
+    if not args.data:
+        raise UserError("no data: pass --data PREPARED (or set data.path in the config)")
     meta = read_meta(args.data)
     if len(meta.get("classes", [])) < 2:
         raise UserError(f"{args.data} holds {len(meta.get('classes', []))} class(es): a classifier needs at least two")

@@ -49,6 +49,7 @@ class DataConfig:
     lighting: float = 0.1  # std of the PCA lighting coefficients; 0 turns it off
     eval_tta: str = "center"  # center | 10crop, for the per-epoch validation
     val_split: str = "val"
+    path: str | None = None  # the prepared folder; train's --data sets it (absolute), so RUN/config.yaml names it
 
 
 @dataclass

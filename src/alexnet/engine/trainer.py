@@ -8,6 +8,7 @@ trains with DistributedDataParallel; rank 0 alone writes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -87,6 +88,8 @@ class Trainer:
                  resume: bool = False, progress: bool = True):
         from ..data import load_stats, make_loader, read_meta
 
+        # The resolved config names the data folder, so `alexnet report RUN` finds it without --data.
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
         self.cfg, self.data, self.out, self.progress = cfg, Path(data), Path(out), progress
         self.make_loader = make_loader
         self.dist: DistInfo = init_distributed(cfg.run.device)
