@@ -11,8 +11,11 @@ strings (JSON values) under these keys: safetensors metadata, ONNX
     class_names     human-readable names, same order
     eval_transform  resize, crop, mean ("image" | "rgb"), scale, normalize, channels
                     (alexnet.data.transforms.eval_spec): input = (pixel - mean) * scale / 255,
-                    or (pixel / 255 - mean) / std when normalize is set
+                    or (pixel / 255 - mean) / std when normalize is set; the image is first
+                    scaled to shorter side `resize` and centre-squared, and "image" means the
+                    mean image (resized to resize x resize) is taken off before the centre crop
     data_stats      {"mean_rgb": [C], "mean_image": {"shape", "dtype", "base64"}} in pixel units
+                    (schema 1: [0, 1] units); base64 of little-endian float32, H x W x C
     input           {"name": "image", "shape": ["batch", C, crop, crop], "output": "logits"}
 
 The programs take ``batch x C x crop x crop`` float32 images (any batch size)
