@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .argtypes import count_int, int_at_least, positive_int
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
     s.add_argument("--val-per-class", type=count_int, default=100, help="validation images per class (default 100)")
     s.add_argument("--size", type=int_at_least(8, 4096), default=256, help="image side in pixels (default 256)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(s, "progress bar")
     s.set_defaults(func=run_synth)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -34,7 +35,7 @@ def run_synth(args) -> int:
     check_output_dir(args.out)
     t0 = time.perf_counter()
     out = generate_synth(args.out, classes=args.classes, train_per_class=args.train_per_class,
-                         val_per_class=args.val_per_class, size=args.size, seed=args.seed, progress=not args.no_progress)
+                         val_per_class=args.val_per_class, size=args.size, seed=args.seed, progress=show_progress(args))
     n = args.classes * (args.train_per_class + args.val_per_class)
     print(f"{n:,} images ({args.classes} classes x {args.train_per_class} train + {args.val_per_class} val, "
           f"{args.size} px, seed {args.seed}) in {time.perf_counter() - t0:.1f} s -> {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import add_progress_flag, show_progress
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="end to end on the built-in dataset, on a CPU in minutes",
@@ -10,7 +12,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="alexnet-demo", help="folder for the data, the run and the report (default: alexnet-demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the demo recipe")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -21,5 +23,5 @@ def run(args) -> int:
 
     load_config("demo", args.overrides)  # a bad --set is refused before any data is generated
     check_output_dir(args.out)
-    run_demo(args.out, args.overrides, progress=not args.quiet)
+    run_demo(args.out, args.overrides, progress=show_progress(args))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .argtypes import count_int, positive_int
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=count_int, default=None,
                    help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)
 
 
@@ -39,7 +40,7 @@ def run(args) -> int:
     meta = {"checkpoint": str(path), "data": str(args.data), "transform": eval_transform(ckpt, model)}
     try:
         fs = extract_features(model, loader, args.layer, out=paths["features"], dtype=args.dtype, split=args.split,
-                              meta=meta, class_names=_class_names(ckpt), progress=not args.quiet)
+                              meta=meta, class_names=_class_names(ckpt), progress=show_progress(args))
     finally:
         close_loader(loader)
     n, d = fs.features.shape

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..strict_json import dumps
 from .argtypes import count_int, positive_int
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=count_int, default=None,
                    help="loader processes (default: 0 for images of 64 px or less, else 2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args) -> int:
         names = ["knn.json"] if args.evaluate else ["neighbors.json"] + (["neighbors.png"] if args.layer == "fc7" else [])
         for name in names:
             check_output_file(out / name)
-    progress = not args.quiet
+    progress = show_progress(args)
     common = dict(device=args.device, workers=args.workers, progress=progress)
 
     if args.evaluate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .argtypes import positive_int
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -18,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: every core)")
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images declaring more pixels than this (decompression bombs; default 89,478,485)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)
 
 
@@ -28,7 +29,7 @@ def run(args) -> int:
     from ..fileio import check_output_dir
 
     check_output_dir(args.out)
-    s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=not args.no_progress,
+    s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=show_progress(args),
                 max_pixels=args.max_pixels or MAX_PIXELS)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
     skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .argtypes import count_int, positive_int
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-knn", action="store_true", help="skip the fc7-vs-pixels kNN scores")
     p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -38,6 +39,6 @@ def run(args) -> int:
         check_output_file(Path(args.run) / "knn.json")
     path = write_report(args.run, data=args.data, checkpoint=args.checkpoint, out=args.out, k=args.k,
                         queries=args.queries, split=args.split, knn=not args.no_knn, device=args.device,
-                        workers=args.workers, progress=not args.quiet)
+                        workers=args.workers, progress=show_progress(args))
     print(path)
     return 0

@@ -10,6 +10,7 @@ import os
 
 from ..errors import UserError
 from ..strict_json import dumps
+from . import add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -24,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key; repeatable, e.g. --set optim.lr=0.02")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.ckpt")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -46,7 +47,7 @@ def run(args) -> int:
     if os.path.isdir(args.out) and int(os.environ.get("RANK", "0")) == 0:
         remove_temporaries(args.out)  # a checkpoint write cut short by a kill leaves one; no writer runs yet
     try:
-        result = fit(cfg, args.data, args.out, resume=args.resume, progress=not args.quiet)
+        result = fit(cfg, args.data, args.out, resume=args.resume, progress=show_progress(args))
     finally:
         shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
