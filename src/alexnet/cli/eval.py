@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..strict_json import dumps
+from . import add_progress_flag, show_progress
 from .argtypes import count_int, positive_int
 
 
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", action="store_true", help="print {count, top1_acc, top5_acc, top1_err, top5_err}")
+    add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)
 
 
@@ -26,7 +28,7 @@ def run(args) -> int:
 
     res = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, tta=args.tta,
                               batch_size=args.batch_size, workers=args.workers, device=args.device,
-                              precision=args.precision, progress=not args.json)
+                              precision=args.precision, progress=show_progress(args) and not args.json)
     if args.json:
         print(dumps(res))
     else:
