@@ -41,17 +41,14 @@ import torch.nn.functional as F
 from alexnet import models
 from alexnet.engine.config import load_config
 from alexnet.engine.optim import make_optimizer
+from alexnet.engine.trainer import model_options
 
 
 def model_for(recipe: str, classes: int):
+    """The recipe's config and its model (224 px, as the trainer builds it for 256 px data of ``classes``)."""
     name, _, overrides = recipe.partition(":")
     cfg = load_config(name, [o for o in overrides.split(",") if o])
-    opts = {"num_classes": classes}
-    if cfg.model.init is not None:
-        opts["init"] = cfg.model.init
-    if cfg.model.bias is not None:
-        opts["bias"] = cfg.model.bias
-    return cfg, models.create("alexnet", **opts)
+    return cfg, models.create("alexnet", **model_options(cfg, {"classes": list(range(classes)), "size": 256}))
 
 
 def data_batches(args, scale: float, lighting: float):

@@ -36,8 +36,7 @@ def checkpoint_stats(ckpt: dict[str, Any]) -> dict[str, np.ndarray]:
         if isinstance(v, torch.Tensor):
             v = v.detach().cpu().numpy()
         out[k] = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray)) else v
-    out["schema"] = np.array(2 if int(ckpt.get("schema", 1)) >= 2 else 1)  # checkpoint schema 1: [0, 1] units
-    return to_pixel_units(out)
+    return out if int(ckpt.get("schema", 1)) >= 2 else to_pixel_units(out)  # schema 1: [0, 1] units
 
 
 def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center", model=None) -> torch.Tensor:
