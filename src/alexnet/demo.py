@@ -13,8 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from .engine.checkpoint import atomic_write
 from .engine.config import load_config
+from .fileio import atomic_write
 
 DEMO_DATA = dict(classes=10, train_per_class=500, val_per_class=100, size=32, seed=0)
 

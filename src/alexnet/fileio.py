@@ -3,10 +3,12 @@ that an output can be written before any work starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .errors import UserError
 
@@ -18,11 +20,15 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to fill (by name) in a ``with`` block, renamed over ``path`` when it ends.
 
-    A kill at any moment leaves either the old file or the new one, never half;
-    the new file gets the usual permissions. A failed write (a full disk, a
+    For writers that need a file name rather than a file object (a numpy
+    memory map); :func:`atomic_write` is the same for a ``write(file)``
+    callable. A kill at any moment leaves either the old file or the new
+    one, never half; the new file gets the usual permissions. An error in
+    the block removes the temporary; a failed write (a full disk, a
     file-size limit, a folder that cannot be created) is a one-line
     :class:`UserError` that says whether the previous file is still there.
     """
@@ -32,10 +38,8 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
@@ -55,7 +59,16 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.close(dfd)
     except OSError:
         pass
-    return path
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> int:

@@ -38,10 +38,10 @@ def add_parser(sub) -> None:
 
 
 def _write(out: Path, name: str, obj) -> Path:
-    from ..features.extract import save_atomic
+    from ..fileio import atomic_write
 
     path = out / name
-    save_atomic(path, lambda f: f.write((dumps(obj, indent=1) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((dumps(obj, indent=1) + "\n").encode()))
     return path
 
 

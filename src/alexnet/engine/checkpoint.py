@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError, state_dict_mismatch
-from ..fileio import atomic_write, require_file  # noqa: F401  (atomic_write re-exported: engine code writes through it)
+from ..fileio import atomic_write, require_file
 
 SCHEMA = 2  # 2: data_stats in pixel units and eval_transform["scale"]; 1: [0, 1] units
 

@@ -25,7 +25,8 @@ from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
 from . import config as config_mod
 from .allocator import keep_freed_memory
-from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint, unwrap
+from ..fileio import atomic_write
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
 from .loop import TrainState, evaluate, train_one_epoch
 from .metrics import MetricsLog

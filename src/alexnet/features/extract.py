@@ -79,11 +79,6 @@ class FeatureSet:
 
 
 # ------------------------------------------------------------------ helpers
-def save_atomic(path: Path, write) -> Path:
-    """:func:`alexnet.fileio.atomic_write` (kept as this module's name for it)."""
-    return atomic_write(path, write)
-
-
 def load_model_for_features(checkpoint, device=None) -> tuple[torch.nn.Module, dict[str, Any], Path]:
     """``(model in eval mode, checkpoint dict, checkpoint path)`` from a checkpoint path."""
     path = Path(checkpoint)
@@ -292,9 +287,9 @@ def extract_features(
         os.chmod(tmp, file_mode())
         os.replace(tmp, paths["features"])
         tmp = None
-        save_atomic(paths["labels"], lambda f: np.save(f, labels, allow_pickle=False))
-        save_atomic(paths["ids"], lambda f: np.save(f, ids, allow_pickle=False))
-        save_atomic(paths["meta"], lambda f: f.write(json.dumps(info, indent=1).encode()))
+        atomic_write(paths["labels"], lambda f: np.save(f, labels, allow_pickle=False))
+        atomic_write(paths["ids"], lambda f: np.save(f, ids, allow_pickle=False))
+        atomic_write(paths["meta"], lambda f: f.write(json.dumps(info, indent=1).encode()))
     finally:
         bar.close()
         if tmp is not None:

@@ -29,8 +29,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..features.extract import save_atomic
 from ..errors import UserError
+from ..fileio import atomic_write
 
 __all__ = [
     "filters_figure",
@@ -65,7 +65,7 @@ def save_figure(fig: Figure, out: str | os.PathLike) -> Path:
     if out.suffix.lower() != ".png":
         raise UserError(f"figures are PNG files: --out should end in .png, not {out.name!r}")
     data = figure_png(fig)
-    save_atomic(out, lambda f: f.write(data))
+    atomic_write(out, lambda f: f.write(data))
     return out
 
 

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import yaml
 
 from .. import __version__
-from ..features.extract import save_atomic
 from ..errors import UserError
+from ..fileio import atomic_write
 from ..strict_json import dumps
 from . import figures
 
@@ -278,7 +278,7 @@ def write_report(run_dir, data=None, checkpoint=None, *, out=None, k: int = 6, q
             pixels = pixel_bytes <= PIXEL_BUDGET
             r = evaluate_knn(ckpt_path, data_dir, split, k=k, device=device, workers=workers, progress=progress,
                              model=model, ckpt=ckpt, pixels=pixels)
-            save_atomic(run_dir / "knn.json", lambda f: f.write((dumps(r, indent=1) + "\n").encode()))
+            atomic_write(run_dir / "knn.json", lambda f: f.write((dumps(r, indent=1) + "\n").encode()))
             rows = "".join(
                 f'<tr><td class="l">{_e(v["space"])}</td><td>{v["dim"]}</td><td>{_pct(v["nn1_acc"])}</td>'
                 f'<td>{_pct(v["knn_acc"])}</td><td>{_pct(v["precision_at_k"])}</td></tr>'
@@ -320,5 +320,5 @@ def write_report(run_dir, data=None, checkpoint=None, *, out=None, k: int = 6, q
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>alexnet report: {_e(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>\n"
            + "\n".join(page.parts) + "\n</body></html>\n")
-    save_atomic(out, lambda f: f.write(doc.encode("utf-8")))
+    atomic_write(out, lambda f: f.write(doc.encode("utf-8")))
     return out
