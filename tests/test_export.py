@@ -9,7 +9,7 @@ import torch
 from alexnet import models
 from alexnet.cli.main import main as cli
 from alexnet.data.transforms import eval_spec
-from alexnet.engine.checkpoint import build_model, load_checkpoint, save_checkpoint
+from alexnet.engine.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
 from alexnet.engine.export import FORMATS, SUFFIXES, export_checkpoint, load_safetensors, read_metadata
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript's deprecation notice
@@ -24,14 +24,10 @@ def _checkpoint(path, name="alexnet-small", options=None, classes=5):
     options = {"num_classes": classes, **(options or {})}
     model = models.create(name, **options).eval()
     size = model.cfg.input_size
-    save_checkpoint(path, {
-        "model": {"name": name, "options": options},
-        "state_dict": model.state_dict(),
-        "classes": [f"n{i:08d}" for i in range(classes)],
-        "class_names": [f"class {i}" for i in range(classes)],
-        "eval_transform": eval_spec(size if size <= 64 else 256, size, "image", scale=255.0),
-        "data_stats": {"mean_image": torch.rand(size, size, 3) * 255, "mean_rgb": torch.tensor([120.0, 110.0, 100.0])},
-    })
+    save_checkpoint(path, make_checkpoint(
+        name, options, model.state_dict(), [f"n{i:08d}" for i in range(classes)],
+        [f"class {i}" for i in range(classes)], eval_spec(size if size <= 64 else 256, size, "image", scale=255.0),
+        {"mean_image": torch.rand(size, size, 3) * 255, "mean_rgb": torch.tensor([120.0, 110.0, 100.0])}))
     return model
 
 

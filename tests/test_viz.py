@@ -8,7 +8,7 @@ from PIL import Image
 
 from alexnet import models
 from alexnet.cli.main import main as cli
-from alexnet.engine.checkpoint import save_checkpoint
+from alexnet.engine.checkpoint import make_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 from alexnet.viz import figures
 
@@ -43,11 +43,10 @@ def write_metrics(run, epochs=3, steps_per_epoch=4):
 def small_checkpoint(path, classes=4):
     m = models.create("alexnet-small", num_classes=classes)
     names = [f"class {i}" for i in range(classes)]
-    save_checkpoint(path, {"model": {"name": "alexnet-small", "options": {"num_classes": classes}},
-                           "state_dict": m.state_dict(), "classes": [f"c{i}" for i in range(classes)],
-                           "class_names": names,
-                           "eval_transform": {"resize": 32, "crop": 32, "mean": "image", "normalize": None, "channels": 3},
-                           "config": {"model": {"name": "alexnet-small"}}, "metrics": {}})
+    save_checkpoint(path, make_checkpoint(
+        "alexnet-small", {"num_classes": classes}, m.state_dict(), [f"c{i}" for i in range(classes)], names,
+        {"resize": 32, "crop": 32, "mean": "image", "normalize": None, "channels": 3},
+        config={"model": {"name": "alexnet-small"}}, metrics={}))
     return m
 
 

@@ -4,23 +4,31 @@ A checkpoint is a ``torch.save`` of plain data (tensors, numbers, strings,
 lists, dicts) so it loads with ``torch.load(..., weights_only=True)``; a file
 that needs anything else (a hostile pickle, say) is refused.
 
-Layout (``schema`` 2)::
+:func:`make_checkpoint` builds the layout (the trainer, ``alexnet convert``
+and the tests all go through it) and :func:`save_checkpoint` writes it,
+adding ``schema``. Layout (``schema`` 2)::
 
-    schema        2
-    model         {"name": str, "options": {num_classes, input_size, ...}}
-    state_dict    weights of the unwrapped model (no module./_orig_mod. prefixes)
-    classes       class ids (folder or synset names), index = label
-    class_names   human-readable names, same order
-    eval_transform  the preprocessing the weights expect (a plain dict,
-                    see alexnet.data.transforms.eval_spec)
-    data_stats    {"mean_image": H x W x C, "mean_rgb": C} of the training
-                  data, in pixel units 0..255 (schema 1: [0, 1] units), so
-                  prediction needs no prepared data folder
-    config        the resolved training config (dict), when trained here
-    epoch, step, batch_in_epoch    position of the run (batch_in_epoch > 0:
-                  saved mid-epoch; the loader skips that many batches on resume)
-    optimizer, schedule, rng, scaler   training state, for --resume
-    metrics       last and best validation metrics
+    schema          2 (1: statistics in [0, 1] units, no eval_transform["scale"])
+    model           {"name": str, "options": {num_classes, input_size, ...}}:
+                    models.create(name, **options) rebuilds the network
+    state_dict      weights of the unwrapped model (no module./_orig_mod. prefixes)
+    classes         class ids (folder names or synset ids), index = output unit
+    class_names     human-readable names, same order
+    eval_transform  the preprocessing the weights expect, a plain dict:
+                    {resize, crop, mean, scale, normalize, channels}
+                    (alexnet.data.transforms.eval_spec)
+    data_stats      {"mean_image": H x W x C, "mean_rgb": C} float32 tensors of
+                    the training data in pixel units 0..255 (schema 1: [0, 1]),
+                    so prediction needs no prepared data folder; left out when
+                    the eval transform normalises without them
+    ...             whatever the writer adds:
+      trainer       config (the resolved training config, a dict); epoch, step,
+                    batch_in_epoch (> 0: saved mid-epoch; the loader skips that
+                    many batches on resume), loss_sum, seen (this epoch so
+                    far), world_size; optimizer, schedule, scaler, rng (the
+                    training state, for --resume); metrics (last and best
+                    validation metrics)
+      convert       metrics (a note on the source's accuracy), source
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import UserError, state_dict_mismatch
@@ -48,6 +57,25 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def make_checkpoint(name: str, options: dict[str, Any], state_dict: dict[str, torch.Tensor], classes: Sequence[str],
+                    class_names: Sequence[str] | None, eval_transform: dict[str, Any],
+                    stats: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The layout of the module docstring: model ``name`` built with ``options``, its weights, what its
+    outputs mean (``class_names`` default to the ids) and how to feed it (``eval_transform``, and the mean
+    image and mean colour of ``stats``, numpy or torch, pixel units); ``extra`` keys are added as they are."""
+    ckpt = {
+        "model": {"name": name, "options": dict(options)},
+        "state_dict": state_dict,
+        "classes": list(classes),
+        "class_names": list(classes if class_names is None else class_names),
+        "eval_transform": eval_transform,
+    }
+    if stats is not None:
+        ckpt["data_stats"] = {key: torch.tensor(np.asarray(stats[key], dtype=np.float32))
+                              for key in ("mean_image", "mean_rgb")}
+    return {**ckpt, **extra}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:

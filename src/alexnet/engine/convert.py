@@ -23,7 +23,7 @@ import torch
 from ..data.transforms import eval_spec
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import build_model, save_checkpoint
+from .checkpoint import build_model, make_checkpoint, save_checkpoint
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -76,17 +76,14 @@ def convert_torchvision(weights: str | Path, out: str | Path) -> dict:
         classes, names = imagenet_synsets(), imagenet_categories()
     else:
         classes = names = [str(i) for i in range(n)]
-    ckpt = {
-        "model": {"name": "alexnet-owt", "options": {"num_classes": n}},
-        "state_dict": sd,
-        "classes": classes,
-        "class_names": names,
-        "eval_transform": eval_spec(256, 224, "rgb", normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
-        "data_stats": {"mean_image": 255 * torch.tensor(IMAGENET_MEAN).view(1, 1, 3).expand(256, 256, 3).contiguous(),
-                       "mean_rgb": 255 * torch.tensor(IMAGENET_MEAN)},  # pixel units, as every checkpoint's
-        "metrics": {"note": "converted from torchvision; torchvision reports 56.522% / 79.066% top-1/top-5 (centre crop)"},
-        "source": f"torchvision:{Path(weights).name}",
-    }
+    mean = 255 * torch.tensor(IMAGENET_MEAN)  # pixel units, as every checkpoint's
+    ckpt = make_checkpoint(
+        "alexnet-owt", {"num_classes": n}, sd, classes, names,
+        eval_spec(256, 224, "rgb", normalize={"mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
+        {"mean_image": mean.view(1, 1, 3).expand(256, 256, 3), "mean_rgb": mean},
+        metrics={"note": "converted from torchvision; torchvision reports 56.522% / 79.066% top-1/top-5 (centre crop)"},
+        source=f"torchvision:{Path(weights).name}",
+    )
     build_model(ckpt)  # refuse weights that do not fit before writing anything
     save_checkpoint(out, ckpt)
     return ckpt

@@ -26,7 +26,7 @@ from ..errors import UserError, state_dict_mismatch
 from . import config as config_mod
 from .allocator import keep_freed_memory
 from ..fileio import atomic_write
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
 from .loop import TrainState, evaluate, train_one_epoch
 from .metrics import MetricsLog
@@ -181,32 +181,26 @@ class Trainer:
             set_rng_state(ckpt["rng"])
 
     def payload(self, metrics: dict) -> dict:
-        s = self.state
-        stats = self.stats
-        return {
-            "model": {"name": self.cfg.model.name, "options": model_options(self.cfg, self.meta)},
-            "state_dict": unwrap(s.model).state_dict(),
-            "classes": list(self.meta["classes"]),
-            "class_names": list(self.meta.get("class_names", self.meta["classes"])),
-            "eval_transform": eval_spec(int(self.meta.get("size", 256)), self.input_size, self.cfg.data.mean,
-                                        channels=int(self.meta.get("channels", 3)), scale=self.scale),
-            "data_stats": {
-                "mean_image": torch.as_tensor(np.asarray(stats["mean_image"], dtype=np.float32)),
-                "mean_rgb": torch.as_tensor(np.asarray(stats["mean_rgb"], dtype=np.float32)),
-            },
-            "config": config_mod.to_dict(self.cfg),
-            "optimizer": s.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
-            "epoch": s.epoch,
-            "step": s.step,
-            "batch_in_epoch": s.batch_in_epoch,
-            "loss_sum": s.loss_sum,
-            "seen": s.seen,
-            "world_size": self.dist.world_size,
-            "rng": rng_state(),
-            "metrics": {**metrics, "best_top1_err": self.best_err},
-        }
+        s, meta = self.state, self.meta
+        return make_checkpoint(
+            self.cfg.model.name, model_options(self.cfg, meta), unwrap(s.model).state_dict(), meta["classes"],
+            meta.get("class_names"),
+            eval_spec(int(meta.get("size", 256)), self.input_size, self.cfg.data.mean,
+                      channels=int(meta.get("channels", 3)), scale=self.scale),
+            self.stats,
+            config=config_mod.to_dict(self.cfg),
+            optimizer=s.optimizer.state_dict(),
+            schedule=self.schedule.state_dict(),
+            scaler=s.scaler.state_dict() if s.scaler.is_enabled() else {},
+            epoch=s.epoch,
+            step=s.step,
+            batch_in_epoch=s.batch_in_epoch,
+            loss_sum=s.loss_sum,
+            seen=s.seen,
+            world_size=self.dist.world_size,
+            rng=rng_state(),
+            metrics={**metrics, "best_top1_err": self.best_err},
+        )
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
         """Write last.ckpt (and best.ckpt, the same payload) from rank 0."""
