@@ -70,7 +70,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import build_model, save_checkpoint
+from .checkpoint import build_model, make_checkpoint, save_checkpoint
 
 MODEL_NAME = "alexnet-caffe"
 INPUT_SIZE = 227
@@ -611,17 +611,14 @@ def convert_caffe(prototxt: str | os.PathLike, weights: str | os.PathLike, out: 
     else:
         resize, kind = 256, "rgb"
         image = torch.tensor(mean_rgb, dtype=torch.float32).view(1, 1, 3).expand(resize, resize, 3).contiguous()
-    ckpt = {
-        "model": {"name": MODEL_NAME, "options": {"num_classes": n}},
-        "state_dict": sd,
-        "classes": classes,
-        "class_names": names,
-        "eval_transform": eval_spec(resize, INPUT_SIZE, kind, scale=255.0),  # raw pixels minus the mean, as Caffe's
-        "data_stats": {"mean_image": image, "mean_rgb": torch.tensor(mean_rgb, dtype=torch.float32)},  # RGB, pixel units
-        "metrics": {"note": f"converted from Caffe ({prototxt.name}, {weights.name}; {mean_what}); BVLC reports "
-                            "57.1% / 80.2% top-1/top-5 for bvlc_alexnet (centre crop)"},
-        "source": f"caffe:{weights.name}",
-    }
+    ckpt = make_checkpoint(
+        MODEL_NAME, {"num_classes": n}, sd, classes, names,
+        eval_spec(resize, INPUT_SIZE, kind, scale=255.0),  # raw pixels minus the mean, as Caffe's net takes them
+        {"mean_image": image, "mean_rgb": mean_rgb},  # R, G, B, pixel units
+        metrics={"note": f"converted from Caffe ({prototxt.name}, {weights.name}; {mean_what}); BVLC reports "
+                         "57.1% / 80.2% top-1/top-5 for bvlc_alexnet (centre crop)"},
+        source=f"caffe:{weights.name}",
+    )
     build_model(ckpt)  # refuse weights that do not fit before writing anything
     save_checkpoint(out, ckpt)
     return ckpt
