@@ -11,7 +11,7 @@ import torch
 
 from alexnet.data import generate_synth, make_loader, prepare, read_meta
 from alexnet.data.loader import rank_order, sample_uniforms
-from alexnet.data.shards import decode_jpegs
+from alexnet.data.shards import decode_jpegs, shuffled_order
 from alexnet.data.transforms import TrainTransform
 from alexnet.data import load_stats
 from alexnet.errors import UserError
@@ -22,10 +22,13 @@ IDENTITY = {"mean": [0.0], "std": [1 / 255]}  # (x/255 - 0) / (1/255) = x: the s
 
 @pytest.fixture(scope="module")
 def numbered(tmp_path_factory):
-    """A prepared IDX set whose image i is the constant i (any crop, flip or padding of it reads i)."""
+    """A prepared IDX set whose sample i (row i of the index) is the constant image i (any crop, flip or
+    padding of it reads i): the source image that prepare's shuffled order writes at i holds i."""
     src = tmp_path_factory.mktemp("idx")
-    images = np.repeat(np.arange(N, dtype=np.uint8), 8 * 8).reshape(N, 8, 8)
-    for prefix in ("train", "t10k"):
+    for prefix, split in (("train", "train"), ("t10k", "val")):
+        value = np.empty(N, np.uint8)
+        value[shuffled_order(N, split)] = np.arange(N)
+        images = np.repeat(value, 8 * 8).reshape(N, 8, 8)
         hdr = bytes([0, 0, 8, 3]) + struct.pack(">3I", N, 8, 8)
         (src / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(hdr + images.tobytes()))
         lab = bytes([0, 0, 8, 1]) + struct.pack(">I", N) + (np.arange(N) % 3).astype(np.uint8).tobytes()

@@ -19,7 +19,7 @@ from PIL import Image
 from alexnet.cli.main import main
 from alexnet.data import load_stats, prepare, read_meta
 from alexnet.data.prepare import read_skipped
-from alexnet.data.shards import ShardWriter, decode_jpegs, scan_shard
+from alexnet.data.shards import ShardWriter, decode_jpegs, scan_shard, shuffled_order
 from alexnet.errors import UserError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -103,18 +103,26 @@ def _gif(im: Image.Image) -> bytes:
 
 
 def read_samples(out: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """All stored images of a split, N x H x W x C, decoded as the loader does, and labels."""
+    """All stored images of a split, N x H x W x C, decoded as the loader does, and labels, in the order of the
+    source listing (prepare writes them shuffled; each sample's key is <split>_<index in the source>)."""
     meta = read_meta(out)
     index = np.load(out / f"{split}.index.npy")
     size, c = meta["size"], meta["channels"]
-    images = []
+    source_index = {}  # (shard, end of the image member) -> index in the source; the pixels end where the member does
+    for number, name in enumerate(meta["shards"][split]):
+        for key, ext, offset, n in scan_shard(out / name):
+            if ext in ("jpg", "npy"):
+                source_index[number, offset + n] = int(key.rsplit("_", 1)[1])
+    images, source = [], []
     for shard, offset, n, _ in index:
         data = (out / meta["shards"][split][shard]).read_bytes()[offset:offset + n]
         if meta["format"] == "jpg":
             images.append(decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], c)[0].permute(1, 2, 0).numpy())
         else:
             images.append(np.frombuffer(data, np.uint8).reshape(size, size, c))
-    return np.stack(images), index[:, 3]
+        source.append(source_index[shard, offset + n])
+    order = np.argsort(source, kind="stable")
+    return np.stack(images)[order], index[order, 3]
 
 
 def reference_stats(images: np.ndarray) -> dict:
@@ -201,18 +209,22 @@ def test_jpeg_shards_webdataset_layout_and_stats(tmp_path):
     assert meta["size"] == 256 and meta["format"] == "jpg" and meta["source"] == "folder" and meta["version"] == 1
     assert meta["classes"] == ["c0", "c1"] and meta["class_names"] == ["c0", "c1"]
     assert meta["shards"]["train"] == [f"train-{k:06d}.tar" for k in range(4)]  # 3 + 3 + 3 + 1
-    # WebDataset layout: <key>.jpg then <key>.cls, the label as ASCII
+    assert meta["shuffle_seed"] == 0
+    # WebDataset layout: <key>.jpg then <key>.cls, the label as ASCII; keys are <split>_<index in the source>,
+    # in the fixed shuffled order
+    order = shuffled_order(10, "train", 0)
+    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
     with tarfile.open(out / "train-000000.tar") as tar:
         names = tar.getnames()
-        assert names == ["train_00000000.jpg", "train_00000000.cls", "train_00000001.jpg", "train_00000001.cls",
-                         "train_00000002.jpg", "train_00000002.cls"]
-        assert tar.extractfile("train_00000000.cls").read() == b"0"
-        im = Image.open(io.BytesIO(tar.extractfile("train_00000000.jpg").read()))
+        assert names == [f"train_{i:08d}.{ext}" for i in order[:3] for ext in ("jpg", "cls")]
+        assert tar.extractfile(f"train_{order[0]:08d}.cls").read() == str(int(order[0] >= 5)).encode()
+        im = Image.open(io.BytesIO(tar.extractfile(f"train_{order[0]:08d}.jpg").read()))
         assert im.size == (256, 256) and im.format == "JPEG"
     # the index points at exactly the .jpg members
     index = np.load(out / "train.index.npy")
     members = [m for m in scan_shard(out / "train-000001.tar") if m[1] == "jpg"]
     assert [[o, n] for _, _, o, n in members] == index[index[:, 0] == 1][:, 1:3].tolist()
+    assert index[:, 3].tolist() == [int(i >= 5) for i in order]  # sample ids follow the written order
     images, labels = read_samples(out, "train")
     assert labels.tolist() == [0] * 5 + [1] * 5
     check_stats(out, images)  # the statistics of the JPEGs as the loader decodes them

@@ -1,8 +1,8 @@
-"""The built-in dataset: deterministic, named classes, colour says nothing, shapes visible, fast."""
+"""The built-in dataset: deterministic, named classes, colour says nothing, shapes visible.
+
+Its speed is measured by benchmarks/synth.py, not asserted here."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -25,13 +25,12 @@ def load(root, split):
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "s"
-    t0 = time.perf_counter()
     generate_synth(root, train_per_class=100, val_per_class=40, size=32, progress=False)
-    return root, time.perf_counter() - t0
+    return root
 
 
 def test_layout_and_human_readable_classes(synth):
-    root, _ = synth
+    root = synth
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted(SYNTH_CLASSES)
     assert len(SYNTH_CLASSES) == 10 and "circle" in SYNTH_CLASSES and "triangle" in SYNTH_CLASSES
     assert len(list((root / "val" / "star").glob("*.jpg"))) == 40
@@ -39,13 +38,8 @@ def test_layout_and_human_readable_classes(synth):
     assert im.size == (32, 32) and im.mode == "RGB" and im.format == "JPEG"
 
 
-def test_fast(synth):
-    _, seconds = synth
-    assert 1400 / seconds > 100  # images per second at 32 px: about 1,500/s on an idle core; loose for busy machines
-
-
 def test_deterministic_for_a_seed(tmp_path, synth):
-    root, _ = synth
+    root = synth
     generate_synth(tmp_path / "again", classes=10, train_per_class=3, val_per_class=1, size=32, progress=False)
     for name in ("circle", "bars"):
         for i in range(3):  # more images per class only adds files: the first ones are the same
@@ -57,7 +51,7 @@ def test_deterministic_for_a_seed(tmp_path, synth):
 
 
 def test_colour_alone_does_not_tell_the_class(synth):
-    root, _ = synth
+    root = synth
     xtr, ytr = load(root, "train")
     xva, yva = load(root, "val")
     # nearest class mean on the mean colour of each image (and on its colour spread)
@@ -69,7 +63,7 @@ def test_colour_alone_does_not_tell_the_class(synth):
 
 
 def test_objects_are_anywhere(synth):
-    root, _ = synth
+    root = synth
     x, _ = load(root, "train")
     # the per-position mean image is flat: no class (or all) sits in one place
     m = x.mean(axis=(0, 3))

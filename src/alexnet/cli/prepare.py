@@ -1,7 +1,8 @@
-"""``alexnet prepare SRC OUT [--size 256] [--workers N]``: a source into shards, index, stats, meta."""
+"""``alexnet prepare SRC OUT [--size 256] [--workers N] [--seed S]``: a source into shards, index, stats, meta."""
 
 from __future__ import annotations
 
+from ..data.meta import SMALL_IMAGE_SIDE
 from .argtypes import positive_int
 from . import add_progress_flag, show_progress
 
@@ -9,16 +10,21 @@ from . import add_progress_flag, show_progress
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="convert an image folder, ILSVRC-2012, IDX or CIFAR files into shards with mean and PCA statistics",
+        help="convert an image folder, ILSVRC-2012, IDX, CIFAR files or WebDataset shards into shards with mean "
+             "and PCA statistics",
         description="Detects the source kind, rescales every image (shorter side to --size, central square; "
-                    "images of 64 px or less keep their size, stored raw), packs tar shards and writes "
-                    "OUT/meta.json, OUT/stats.npz and OUT/skipped.txt. Rerunning resumes an interrupted run.")
-    p.add_argument("src", help="source folder (train/<class>/..., ILSVRC-2012, MNIST-format IDX, CIFAR batches)")
+                    f"images of {SMALL_IMAGE_SIDE} px or less keep their size, stored raw), packs tar shards in a fixed "
+                    "shuffled order and writes OUT/meta.json, OUT/stats.npz and OUT/skipped.txt. Rerunning resumes "
+                    "an interrupted run.")
+    p.add_argument("src", help="source folder (train/<class>/..., ILSVRC-2012, MNIST-format IDX, CIFAR batches, "
+                               "or WebDataset .tar shards with <key>.jpg and <key>.cls members)")
     p.add_argument("out", help="output folder (new, or an unfinished prepare of the same source)")
     p.add_argument("--size", type=positive_int, default=256, help="side of the stored square images in pixels (default 256)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: every core)")
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images declaring more pixels than this (decompression bombs; default 89,478,485)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fixed shuffled order samples are written in (default 0; recorded in meta.json)")
     add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)
 
@@ -30,7 +36,7 @@ def run(args) -> int:
 
     check_output_dir(args.out)
     s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=show_progress(args),
-                max_pixels=args.max_pixels or MAX_PIXELS)
+                max_pixels=args.max_pixels or MAX_PIXELS, seed=args.seed)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
     skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"
     if s["processed"] == 0:

@@ -22,14 +22,21 @@ empty, not an image, truncated or corrupt, or declaring more pixels than
 Damaged but decodable files get the same policy as truncated ones: refused
 (so ``prepare`` skips them and lists them in skipped.txt). Pillow hides the
 decoder's complaints and fills what it could not decode with grey, so a
-JPEG is also decoded once by libjpeg-turbo (torchvision) and refused when
+JPEG is also decoded once by the loader's decoder (libjpeg-turbo through
+torchvision, see :func:`alexnet.data.shards.jpeg_decoder`) and refused when
 libjpeg reports corrupt data: a bit-flipped entropy-coded body, a header
 declaring more rows than the data holds. A flip that still decodes to valid
-codes is undetectable and kept, as any decoder would.
+codes is undetectable and kept, as any decoder would; so is any damage
+libjpeg does not report, which is all of it when the decoder in use is
+Pillow's (the fallback when torchvision has none).
+
+A file is a path, or a member of a tar shard (:class:`alexnet.data.shards.Member`,
+anything with ``read() -> bytes``), for WebDataset sources.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
@@ -75,10 +82,24 @@ def square(im: Image.Image, side: int) -> Image.Image:
     return im.resize((side, side), Image.Resampling.BICUBIC, box=box)
 
 
-def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``path`` lazily (header only), refusing empty files, non-images and decompression bombs."""
+def _read(path) -> bytes:
+    """The bytes of a file: a path, or a tar member (anything with ``read()``)."""
+    if hasattr(path, "read"):
+        return path.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_image(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` (a path or a tar member) lazily (header only), refusing empty files, non-images
+    and decompression bombs."""
     try:
-        if os.path.getsize(path) == 0:
+        if hasattr(path, "read"):
+            data = path.read()
+            size, path = len(data), io.BytesIO(data)
+        else:
+            size = os.path.getsize(path)
+        if size == 0:
             raise BadImage("empty file (0 bytes)")
     except OSError as e:
         raise BadImage(f"cannot read: {e.strerror or e}") from None
@@ -111,7 +132,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
 _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 
 
-def jpeg_damage(path: str | os.PathLike) -> str | None:
+def jpeg_damage(path) -> str | None:
     """libjpeg-turbo's complaint about the JPEG at ``path`` (the first line of it), or None if it decodes cleanly.
 
     libjpeg prints its warnings on file descriptor 2, so that descriptor is
@@ -121,8 +142,7 @@ def jpeg_damage(path: str | os.PathLike) -> str | None:
 
     from .shards import decode_jpegs
 
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read(path)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:
@@ -140,7 +160,7 @@ def jpeg_damage(path: str | os.PathLike) -> str | None:
     return damage[0] if damage else None
 
 
-def _refuse_damaged(path: str | os.PathLike, fmt: str | None) -> None:
+def _refuse_damaged(path, fmt: str | None) -> None:
     if fmt != "JPEG":
         return
     try:
@@ -151,7 +171,7 @@ def _refuse_damaged(path: str | os.PathLike, fmt: str | None) -> None:
         raise BadImage(f"damaged: {damage}")
 
 
-def check_damage(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+def check_damage(path, max_pixels: int = MAX_PIXELS) -> None:
     """Raise :class:`BadImage` for a file :func:`load_square` refuses before decoding it (see the module docstring)."""
     im = open_image(path, max_pixels)
     fmt = im.format
@@ -159,7 +179,7 @@ def check_damage(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
     _refuse_damaged(path, fmt)
 
 
-def load_square(path: str | os.PathLike, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring)."""
     source = im = open_image(path, max_pixels)
     try:
@@ -191,7 +211,7 @@ def load_square(path: str | os.PathLike, side: int, channels: int = 3, max_pixel
     return arr
 
 
-def probe_size(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
+def probe_size(path, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
     """``(width, height)`` from the header of ``path``, or None if it is not a usable image."""
     try:
         im = open_image(path, max_pixels)

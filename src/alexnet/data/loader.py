@@ -2,8 +2,8 @@
 
 Reading. Every sample is found through ``<split>.index.npy`` in a
 memory-mapped shard: a JPEG is one slice, decoded by libjpeg-turbo
-(``torchvision.io.decode_jpeg`` on the whole batch); raw samples (64 px or
-less) are copied straight out of the mapped file, so a small dataset is held
+(:func:`alexnet.data.shards.decode_jpegs` on the whole batch); raw samples (small
+images) are copied straight out of the mapped file, so a small dataset is held
 in memory once, by the page cache, whatever the number of workers.
 
 Order. Training shuffles every epoch with a permutation drawn from
@@ -51,10 +51,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .prepare import read_meta
-from .shards import decode_jpegs
+from .meta import is_small, read_meta
+from .shards import SPLITMIX_GAMMA, decode_jpegs, jpeg_decoder, splitmix64
 from .stats import load_stats
-from .transforms import SMALL, EvalTransform, TrainTransform, default_padding
+from .transforms import EvalTransform, TrainTransform, default_padding
 
 
 def rank_order(n: int, train: bool, seed: int, epoch: int, rank: int, world_size: int, batch_size: int = 1) -> np.ndarray:
@@ -82,23 +82,12 @@ def _output(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(0).new(storage).view(shape)
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix(x):
-    """SplitMix64's output function (Steele, Lea and Flood 2014), vectorised over uint64."""
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def sample_uniforms(seed: int, epoch: int, ids, count: int) -> torch.Tensor:
     """``len(ids) x count`` float64 uniforms in [0, 1) that depend only on ``(seed, epoch, sample id)``."""
     with np.errstate(over="ignore"):
-        key = _splitmix(_splitmix(np.uint64(seed % 2**64)) ^ np.uint64(epoch % 2**64))
-        base = _splitmix(key ^ np.asarray(ids, dtype=np.uint64))
-        streams = _splitmix(base[:, None] + np.arange(count, dtype=np.uint64)[None, :] * _GOLDEN)
+        key = splitmix64(splitmix64(np.uint64(seed % 2**64)) ^ np.uint64(epoch % 2**64))
+        base = splitmix64(key ^ np.asarray(ids, dtype=np.uint64))
+        streams = splitmix64(base[:, None] + np.arange(count, dtype=np.uint64)[None, :] * SPLITMIX_GAMMA)
     return torch.from_numpy((streams >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
@@ -113,7 +102,7 @@ class _Batches(torch.utils.data.Dataset):
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.on_device = on_device
         if self.format == "jpg":
-            import torchvision.io  # noqa: F401  (loaded once here: forked workers then start decoding at once)
+            jpeg_decoder()  # chosen and loaded once here: forked workers then start decoding at once
         self._maps: dict[int, np.memmap] = {}
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -226,7 +215,7 @@ class ShardLoader:
             raise UserError(f"scale must be positive, not {scale}")
         size = int(meta["size"])
         if input_size is None:
-            input_size = size if size <= SMALL else min(224, size)
+            input_size = size if is_small(size) else min(224, size)
         if not 1 <= input_size <= size:
             raise UserError(f"input size {input_size} does not fit the prepared images of {size} px")
         index_path = root / f"{split}.index.npy"
@@ -332,7 +321,7 @@ def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, tr
     ``train``: random crop + flip + PCA lighting (std ``lighting``, 0 for
     none), shuffled per epoch; else the centre patch (``tta="center"``) or
     the ten patches (``"10crop"``: ``B x 10 x C x H x W``). ``input_size``:
-    224 for 256 px data, the stored size for small (<= 64 px) data, which is
+    224 for 256 px data, the stored size for small images (``meta.is_small``), which are
     trained with a random crop of the image reflection-padded by size // 8.
     ``mean``: ``"image"`` (the paper's mean image, cut where the crop was) or
     ``"rgb"``; ``scale``: the input is ``(pixel - mean) * scale / 255`` (255:

@@ -3,7 +3,8 @@
 The prepared folder (``OUT``)::
 
     meta.json            classes, class_names, splits (counts), shards, size, channels,
-                         format (jpg | raw), source, version; written last
+                         format (jpg | raw), source, shuffle_seed, version; written last
+                         (alexnet.data.meta)
     stats.npz            mean_image, mean_rgb, eigval, eigvec (and cov, count) of train,
                          in pixel units 0..255 (see alexnet.data.stats)
     skipped.txt          one line per unusable source file, a JSON object
@@ -12,13 +13,20 @@ The prepared folder (``OUT``)::
     <split>.index.npy    (shard, offset, size, label) per sample, for random access
     .prepare/            the plan and one part file per finished shard (for resuming)
 
-Images larger than 64 px are rescaled (shorter side to ``size``, 256 by
-default), centre-cropped and stored as JPEG (quality 95). Sources whose
-images are 64 px or smaller (IDX, CIFAR, a small generated folder) are not
-upscaled: they keep their own size (a folder's: its largest shorter side, or
-``size`` if smaller; IDX and CIFAR: always their own) and are stored raw,
-uint8, lossless; so is anything prepared with ``size <= 64``. Folder
-sources are probed on 32 training files to tell.
+Images larger than small images (``SMALL_IMAGE_SIDE``, 64 px, see
+alexnet.data.meta) are rescaled (shorter side to ``size``, 256 by default),
+centre-cropped and stored as JPEG (quality 95). Sources of small images
+(IDX, CIFAR, a small generated folder) are not upscaled: they keep their own
+size (a folder's: its largest shorter side, or ``size`` if smaller; IDX and
+CIFAR: always their own) and are stored raw, uint8, lossless; so is anything
+prepared with ``size`` of a small image. Folder sources are probed on 32
+training files to tell.
+
+Order: each split is written in a fixed shuffled order
+(:func:`alexnet.data.shards.shuffled_order` of ``seed``, recorded in
+meta.json as ``shuffle_seed``), so each shard holds a mix of classes; the
+sample ids (rows of the index) follow that order, and a sample's key in its
+shard is ``<split>_<index in the source listing>``.
 
 Resumable and atomic: the work is cut into shards with a fixed plan; a shard
 counts as done once its tar and then its part file (its index rows, skipped
@@ -46,24 +54,28 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
+from ..fileio import atomic_write, remove_temporaries
 from .images import MAX_PIXELS, BadImage, load_square, probe_size
-from .shards import ShardWriter, atomic_write_bytes, decode_jpegs, remove_temporaries, shard_name
+from .meta import META_FILE, VERSION, is_small, read_meta  # noqa: F401  (read_meta re-exported for older callers)
+from .shards import ShardWriter, decode_jpegs, shard_name, shuffled_order
 from .sources import Source, open_source
 from .stats import STATS_FILE, PixelStats
 
-VERSION = 1
-SMALL = 64  # images with a side this small or smaller are kept at their own size, raw
 JPEG_QUALITY = 95
 SHARD_BYTES = 64 << 20  # target size of one shard
-META_FILE, SKIPPED_FILE, WORK_DIR = "meta.json", "skipped.txt", ".prepare"
+SHUFFLE_SEED = 0  # the default seed of the order samples are written in
+SKIPPED_FILE, WORK_DIR = "skipped.txt", ".prepare"
 
 
 @dataclass
 class Task:
+    """Shard ``number`` of ``split``: the source samples ``ids`` (positions ``start:stop`` of the shuffled order)."""
+
     split: str
     number: int
     start: int
     stop: int
+    ids: np.ndarray
 
 
 def default_workers() -> int:
@@ -91,9 +103,9 @@ def choose_side(source: Source, size: int, max_pixels: int) -> tuple[int, str]:
     files = train.files
     probe = [files[int(i)][0] for i in np.linspace(0, len(files) - 1, min(32, len(files)))]
     sizes = [s for s in (probe_size(p, max_pixels) for p in probe) if s is not None]
-    if sizes and max(min(s) for s in sizes) <= SMALL:  # small images: never upscaled
+    if sizes and is_small(max(min(s) for s in sizes)):  # small images: never upscaled
         return int(min(size, max(min(s) for s in sizes))), "raw"
-    return int(size), ("raw" if size <= SMALL else "jpg")
+    return int(size), ("raw" if is_small(size) else "jpg")
 
 
 def fingerprint(source: Source, settings: dict) -> str:
@@ -102,8 +114,8 @@ def fingerprint(source: Source, settings: dict) -> str:
     for name, split in sorted(source.splits.items()):
         h.update(name.encode())
         if split.files is not None:
-            for path, label in split.files:  # names as bytes: any name, UTF-8 or not
-                h.update(os.fsencode(os.path.relpath(path, source.root)) + f"\0{label}\n".encode())
+            for path, label in split.files:  # names as bytes: any name, UTF-8 or not (a tar member: shard:name)
+                h.update(os.fsencode(os.path.relpath(str(path), source.root)) + f"\0{label}\n".encode())
         else:
             h.update(str(split.images.shape).encode())
             h.update(np.ascontiguousarray(split.images).data)
@@ -162,14 +174,14 @@ def _run_task(task: Task) -> tuple[str, int, int, int]:
     skipped: list[tuple[str, str]] = []
     done = 0
     try:
-        for i in range(task.start, task.stop):
+        for i in task.ids.tolist():
             key = f"{task.split}_{i:08d}"
             if split.files is not None:
                 path, label = split.files[i]
                 try:
                     image = load_square(path, side, channels, s["max_pixels"])
                 except BadImage as e:
-                    skipped.append((path, str(e)))
+                    skipped.append((str(path), str(e)))
                     done += 1
                     continue
             else:
@@ -203,9 +215,7 @@ def _run_task(task: Task) -> tuple[str, int, int, int]:
     }
     if stats is not None:
         part.update({f"stats_{k}": v for k, v in stats.state().items()})
-    buf = io.BytesIO()
-    np.savez(buf, **part)
-    atomic_write_bytes(out / WORK_DIR / f"{task.split}-{task.number:06d}.npz", buf.getvalue())
+    atomic_write(out / WORK_DIR / f"{task.split}-{task.number:06d}.npz", lambda f: np.savez(f, **part))
     return task.split, task.number, len(writer.index), len(skipped)
 
 
@@ -251,11 +261,13 @@ def _run_all(tasks, source, settings, workers: int, progress: bool, total: int) 
 
 
 def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, workers: int | None = None,
-            progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None) -> dict:
+            progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None,
+            seed: int = SHUFFLE_SEED) -> dict:
     """Prepare ``src`` into ``out`` (see the module docstring); returns a summary dict.
 
     ``workers``: processes (default: every core). ``shard_size``: samples
-    per shard (default: about 64 MB of data per shard).
+    per shard (default: about 64 MB of data per shard). ``seed``: of the
+    fixed shuffled order the samples are written in.
     """
     t0 = time.perf_counter()
     if size < 1:
@@ -275,16 +287,20 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
         if len(labels) and (labels.min() < 0 or labels.max() >= len(source.classes)):
             raise UserError(f"{source.root}: {name} labels outside 0..{len(source.classes) - 1}")
     settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,
-                "max_pixels": int(max_pixels), "kind": source.kind, "quality": JPEG_QUALITY}
+                "max_pixels": int(max_pixels), "kind": source.kind, "quality": JPEG_QUALITY, "shuffle_seed": int(seed)}
     fp = fingerprint(source, settings)
     _check_out(out, fp)
     (out / WORK_DIR).mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
     remove_temporaries(out / WORK_DIR)
-    atomic_write_bytes(out / WORK_DIR / "plan.json", json.dumps({"fingerprint": fp, "settings": settings}).encode())
+    plan = json.dumps({"fingerprint": fp, "settings": settings}).encode()
+    atomic_write(out / WORK_DIR / "plan.json", lambda f: f.write(plan))
 
-    tasks = [Task(name, k, start, min(start + per_shard, len(split)))
-             for name, split in source.splits.items() for k, start in enumerate(range(0, len(split), per_shard))]
+    tasks = []
+    for name, split in source.splits.items():
+        order = shuffled_order(len(split), name, seed)
+        tasks.extend(Task(name, k, start, min(start + per_shard, len(split)), order[start:start + per_shard])
+                     for k, start in enumerate(range(0, len(split), per_shard)))
     todo = [t for t in tasks if not _done(out, t)]
     total = sum(t.stop - t.start for t in todo)
     workers = min(workers or default_workers(), max(1, len(todo)))
@@ -316,21 +332,18 @@ def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dic
                         stats.merge(s)
             shards[name].append(shard_name(name, t.number))
         index = np.concatenate(rows) if rows else np.zeros((0, 4), np.int64)
-        buf = io.BytesIO()
-        np.save(buf, index, allow_pickle=False)
-        atomic_write_bytes(out / f"{name}.index.npy", buf.getvalue())
+        atomic_write(out / f"{name}.index.npy", lambda f: np.save(f, index, allow_pickle=False))
         counts[name] = len(index)
         if name == "train":
             usable = np.unique(index[:, 3])  # classes with at least one usable training image
-    atomic_write_bytes(out / SKIPPED_FILE, "".join(skipped_line(*entry) for entry in skipped).encode())
+    listing = "".join(skipped_line(*entry) for entry in skipped).encode()
+    atomic_write(out / SKIPPED_FILE, lambda f: f.write(listing))
     if not counts.get("train"):
         raise UserError(f"no usable training images in {source.root} ({len(skipped)} skipped, see {out / SKIPPED_FILE})")
     if len(usable) < 2:
         raise UserError(f"only class {source.classes[int(usable[0])]} has usable training images in {source.root}: "
                         f"a classifier needs at least two ({len(skipped)} skipped, see {out / SKIPPED_FILE})")
-    buf = io.BytesIO()
-    np.savez(buf, **stats.finish())
-    atomic_write_bytes(out / STATS_FILE, buf.getvalue())
+    atomic_write(out / STATS_FILE, lambda f: np.savez(f, **stats.finish()))
     meta = {
         "classes": source.classes,
         "class_names": source.class_names,
@@ -340,12 +353,14 @@ def _finish(source: Source, out: Path, tasks: list[Task], settings: dict) -> dic
         "channels": settings["channels"],
         "format": settings["format"],
         "source": source.kind,
+        "shuffle_seed": settings["shuffle_seed"],
         "version": VERSION,
         "skipped": len(skipped),
         "jpeg_quality": JPEG_QUALITY if settings["format"] == "jpg" else None,
         "written_by": f"alexnet {__version__}",
     }
-    atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+    text = (json.dumps(meta, indent=1) + "\n").encode()
+    atomic_write(out / META_FILE, lambda f: f.write(text))
     return {"out": str(out), "source": source.kind, "splits": counts, "skipped": len(skipped),
             "size": settings["side"], "format": settings["format"], "channels": settings["channels"],
             "classes": len(source.classes)}
@@ -369,17 +384,3 @@ def read_skipped(prepared_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def read_meta(prepared_dir: str | os.PathLike) -> dict:
-    """The meta.json of a prepared folder (a one-line error when it is not one)."""
-    path = Path(prepared_dir) / META_FILE
-    if not path.is_file():
-        raise UserError(f"{prepared_dir} is not a prepared data folder (no {META_FILE}): run `alexnet prepare` first")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("version") != VERSION:
-        raise UserError(f"{path}: prepared-data version {meta.get('version')} is not {VERSION}: prepare it again")
-    return meta

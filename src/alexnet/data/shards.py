@@ -1,18 +1,29 @@
-"""Shards: tar files in WebDataset layout, written atomically, read by offset.
+"""Shards: tar files in WebDataset layout, written atomically, read by offset; their order; the JPEG decoder.
 
 Each sample is two members with the same key: ``<key>.jpg`` (a JPEG of the
-square image) or ``<key>.npy`` (raw uint8 ``H x W x C``, for images of 64 px
-or less), and ``<key>.cls`` (the label as ASCII digits). Any WebDataset
-reader can read the shards; this package reads them faster through an index,
-``OUT/<split>.index.npy``: one int64 row per sample,
+square image) or ``<key>.npy`` (raw uint8 ``H x W x C``, for small images, see
+:mod:`alexnet.data.meta`), and ``<key>.cls`` (the label as ASCII digits). Any
+WebDataset reader can read the shards; this package reads them faster through
+an index, ``OUT/<split>.index.npy``: one int64 row per sample,
 ``(shard number, byte offset of the image data, its byte size, label)``,
 so the loader gets any sample with one slice of a memory-mapped shard.
 For ``.npy`` members the offset and size are those of the pixels after the
 npy header.
 
-:func:`atomic_write_bytes` and :class:`ShardWriter` write to a temporary
-file beside the target, fsync and rename: a killed process leaves either no
-file or a whole one, never half of one under the final name.
+Order: ``prepare`` writes a split's samples in a fixed shuffled order,
+:func:`shuffled_order` (a hash of ``(seed, split, source index)``, sorted: the
+same permutation on any machine and numpy version), so every shard holds a
+mix of classes and a streaming WebDataset reader (shard shuffle + a sample
+buffer) makes mixed batches. A sample's key is still ``<split>_<source index>``.
+
+:class:`ShardWriter` streams one shard into a temporary file beside the
+target, fsyncs and renames it (the streaming form of
+:func:`alexnet.fileio.atomic_write`): a killed process leaves either no file
+or a whole one, never half of one under the final name.
+
+Decoding: :func:`decode_jpegs`, the one place JPEG bytes become pixels, uses
+the first decoder of :data:`DECODERS` that imports and decodes a probe image,
+chosen once per process (:func:`jpeg_decoder`).
 """
 
 from __future__ import annotations
@@ -21,11 +32,15 @@ import io
 import os
 import tarfile
 import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes, file_mode, remove_temporaries  # noqa: F401  (re-exported)
+from ..fileio import file_mode
 
 INDEX_COLUMNS = ("shard", "offset", "size", "label")
 
@@ -126,24 +141,175 @@ class ShardWriter:
                 os.unlink(self.tmp)
 
 
-def decode_jpegs(data: list, channels: int = 3, device=None) -> list:
-    """Decode JPEG byte tensors with torchvision (libjpeg-turbo; nvJPEG for ``device="cuda"``): C x H x W uint8 each.
+# ---------------------------------------------------------------- order
+SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 
-    torchvision 0.29 marks its image codecs deprecated in favour of
-    TorchCodec; they are still the batched libjpeg-turbo / nvJPEG path, so the
-    warning is silenced here, in the one place that decodes.
+
+def splitmix64(x):
+    """SplitMix64's output function (Steele, Lea and Flood 2014), vectorised over uint64."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, dtype=np.uint64) + SPLITMIX_GAMMA
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def shuffled_order(n: int, split: str, seed: int = 0) -> np.ndarray:
+    """The order ``prepare`` writes a split's ``n`` source samples in: a permutation of ``0..n-1``
+    that depends only on ``(seed, split, n)``."""
+    key = splitmix64(splitmix64(np.uint64(seed % 2**64)) ^ np.uint64(zlib.crc32(split.encode())))
+    return np.argsort(splitmix64(key ^ np.arange(n, dtype=np.uint64)), kind="stable")
+
+
+# ---------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class Decoder:
+    """A JPEG decoder: ``decode(list of 1-D uint8 byte tensors, channels, device) -> list of C x H x W uint8``.
+
+    Every decoder raises ``RuntimeError`` for data it cannot decode.
     """
-    import warnings
 
+    name: str
+    decode: Callable
+
+
+_TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def _torchvision_decoder() -> Decoder:
+    """``torchvision.io.decode_jpeg``: libjpeg-turbo on a whole batch, nvJPEG for ``device="cuda"``.
+
+    Deprecated since torchvision 0.29 in favour of TorchCodec, and still the
+    batched CPU/GPU path while it exists. Its DeprecationWarning (issued on
+    every call) is filtered here by its exact text and nowhere else; any
+    other warning passes. When torchvision drops it, the import fails and the
+    next decoder of :data:`DECODERS` takes over.
+    """
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-        warnings.filterwarnings("ignore", message=".*deprecated.*TorchCodec.*")
-        if device is None:
-            return decode_jpeg(data, mode=mode)
-        return decode_jpeg(data, mode=mode, device=device)
+    def decode(data: list, channels: int, device=None) -> list:
+        mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TORCHVISION_DEPRECATION, category=DeprecationWarning)
+            if device is None:
+                return list(decode_jpeg(data, mode=mode))
+            return list(decode_jpeg(data, mode=mode, device=device))
+
+    return Decoder("torchvision", decode)
+
+
+def _to_channels(image, channels: int):
+    """``C x H x W`` with ``channels`` channels. Shards hold JPEGs of the channels asked for; this serves
+    other JPEGs (a grey or CMYK source file checked for damage), where an approximation is enough."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if c == 1:
+        return image.expand(channels, -1, -1).contiguous()
+    rgb = image[:3]
+    return rgb if channels == 3 else rgb.float().mean(0, keepdim=True).round().to(image.dtype)
+
+
+def _torchcodec_decoder() -> Decoder:
+    """TorchCodec's ``decode_jpeg`` (torchcodec >= 0.16, torchvision's successor), one image per call."""
+    from torchcodec.decoders import decode_jpeg
+
+    def decode(data: list, channels: int, device=None) -> list:
+        kw = {} if device is None else {"device": device}
+        return [_to_channels(decode_jpeg(d, **kw), channels) for d in data]
+
+    return Decoder("torchcodec", decode)
+
+
+def _pillow_decoder() -> Decoder:
+    """Pillow (libjpeg-turbo in its wheels: the same pixels as torchvision's), one image per call, on the CPU."""
+    import torch
+    from PIL import Image
+
+    def decode(data: list, channels: int, device=None) -> list:
+        mode = "RGB" if channels == 3 else "L"
+        out = []
+        for d in data:
+            try:
+                with Image.open(io.BytesIO(d.numpy().tobytes())) as im:
+                    if im.format != "JPEG":
+                        raise RuntimeError(f"not a JPEG but {im.format}")
+                    if mode == "L":
+                        im.draft("L", im.size)  # libjpeg's own grey output, as torchvision's GRAY mode
+                    a = np.asarray(im.convert(mode))
+            except (OSError, SyntaxError, ValueError) as e:
+                raise RuntimeError(f"cannot decode JPEG: {e}") from None
+            t = torch.from_numpy(a.reshape(a.shape[0], a.shape[1], channels).copy()).permute(2, 0, 1)
+            out.append(t if device is None else t.to(device))
+        return out
+
+    return Decoder("pillow", decode)
+
+
+DECODERS = (_torchvision_decoder, _torchcodec_decoder, _pillow_decoder)  # in order of preference
+_DECODER: Decoder | None = None
+
+
+def _probe_jpeg() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 60)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def select_decoder(candidates=None) -> Decoder:
+    """The first of ``candidates`` (default :data:`DECODERS`) that imports and decodes a probe JPEG
+    to the right shape. A decoder that is missing, fails to import or fails the probe is passed over."""
+    import torch
+
+    probe = torch.frombuffer(bytearray(_probe_jpeg()), dtype=torch.uint8)
+    failures = []
+    for make in candidates or DECODERS:
+        try:
+            decoder = make()
+            out = decoder.decode([probe], 3)
+            if len(out) == 1 and tuple(out[0].shape) == (3, 8, 8) and out[0].dtype == torch.uint8:
+                return decoder
+            failures.append(f"{decoder.name}: wrong output")
+        except Exception as e:  # ImportError, a missing native extension (RuntimeError), an API change (TypeError)
+            failures.append(f"{make.__name__.strip('_').replace('_decoder', '')}: {type(e).__name__}: {e}")
+    raise RuntimeError("no JPEG decoder works here: " + "; ".join(failures))
+
+
+def jpeg_decoder() -> Decoder:
+    """The decoder of this process, selected on first use (:func:`select_decoder`) and kept."""
+    global _DECODER
+    if _DECODER is None:
+        _DECODER = select_decoder()
+    return _DECODER
+
+
+def decode_jpegs(data: list, channels: int = 3, device=None) -> list:
+    """Decode JPEG byte tensors (1-D uint8, on the CPU): ``C x H x W`` uint8 each, on ``device`` if given."""
+    return jpeg_decoder().decode(data, channels, device)
+
+
+# ---------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class Member:
+    """One file inside a tar shard, read by offset (a sample of a WebDataset source)."""
+
+    shard: str
+    name: str
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.shard, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.shard} ends inside member {self.name}")
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.name}"
 
 
 def scan_shard(path: str | os.PathLike) -> list[tuple[str, str, int, int]]:

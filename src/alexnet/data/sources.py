@@ -29,6 +29,15 @@ kind           layout
                python pickles), in ROOT or ``ROOT/cifar-10-batches-py``.
 ``cifar100``   ``train``, ``test``, ``meta`` (fine labels), in ROOT or
                ``ROOT/cifar-100-python``.
+``webdataset`` tar shards made elsewhere in WebDataset layout: each sample an
+               image member (``<key>.jpg``, ``.jpeg``, ``.png``, ``.webp``...)
+               and ``<key>.cls`` (the label, ASCII digits), found as
+               ``ROOT/<name with train|val|test>*.tar`` or ``ROOT/<split>/*.tar``;
+               indexed with ``shards.scan_shard``, images read in place by
+               offset. Classes ``0 .. max label``; ids and names from
+               ``ROOT/classes.txt`` (``<id> [name]`` per line, label order) if
+               present. Samples without an image or a label are listed as
+               skipped.
 =============  ==============================================================
 
 Classes are sorted synset / folder ids for file sources and the label order
@@ -45,12 +54,14 @@ import os
 import pickle
 import re
 import stat
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from .shards import Member, scan_shard
 
 SPLITS = ("train", "val", "test")
 WNID = re.compile(r"^n\d{8}$")
@@ -59,9 +70,9 @@ FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
 
 @dataclass
 class Split:
-    """One split: ``files`` (path, label) for encoded images, or ``images`` N x H x W x C uint8."""
+    """One split: ``files`` (path or tar :class:`Member`, label) for encoded images, or ``images`` N x H x W x C uint8."""
 
-    files: list[tuple[str, int]] | None = None
+    files: list[tuple[str | Member, int]] | None = None
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) known before decoding
@@ -103,12 +114,15 @@ def open_source(path: str | os.PathLike) -> Source:
             return read_cifar100(d)
     if any(_IDX_NAME.match(n) for n in names):
         return read_idx_folder(root)
+    shards = webdataset_shards(root)
     for base in (root, root / "ILSVRC" / "Data" / "CLS-LOC"):
-        if (base / "train").is_dir():
+        if (base / "train").is_dir() and (not shards or _class_dirs(base / "train")):
             return read_folder(root, base)
+    if shards:
+        return read_webdataset(root, shards)
     raise UserError(
         f"{root} is not a known source: expected train/<class>/ folders, ILSVRC-2012, "
-        "MNIST-format IDX files or CIFAR python batches")
+        "MNIST-format IDX files, CIFAR python batches or WebDataset .tar shards")
 
 
 # ------------------------------------------------------------------ folders
@@ -411,3 +425,87 @@ def read_cifar100(root: Path) -> Source:
     meta = read_pickle(root / "meta")
     names = _names(meta.get("fine_label_names", [str(i) for i in range(100)]))
     return Source("cifar100", root, list(names), list(names), splits)
+
+
+# ------------------------------------------------------------------ WebDataset shards
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff", "gif")  # first found is the image
+_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def webdataset_shards(root: Path) -> dict[str, list[Path]]:
+    """``split -> shards`` of the ``.tar`` files in ``root`` (split named in the file name; ``""``
+    when it names none) and in ``root/<split>/``; empty when there are none."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.glob("*.tar")):
+        words = [_SPLIT_WORDS[w] for w in re.split(r"[^a-z0-9]+", path.stem.lower()) if w in _SPLIT_WORDS]
+        found.setdefault(words[0] if words else "", []).append(path)
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in _SPLIT_WORDS):
+        found.setdefault(_SPLIT_WORDS[d.name.lower()], []).extend(sorted(d.glob("*.tar")))
+    return {k: v for k, v in found.items() if v}
+
+
+def _shard_samples(path: Path) -> Split:
+    """The samples of one tar shard: (member, label), and the keys that are not samples, as skipped."""
+    try:
+        members = scan_shard(path)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable tar file ({e})") from None
+    samples: dict[str, dict[str, tuple[str, int, int]]] = {}
+    for key, ext, offset, size in members:
+        samples.setdefault(key, {})[ext.lower()] = (ext, offset, size)
+    split = Split(files=[])
+    with open(path, "rb") as f:
+        for key, parts in samples.items():
+            where = f"{path}:{key}"
+            image = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+            if image is None:
+                split.skipped.append((where, f"no image member (.{', .'.join(IMAGE_EXTENSIONS[:4])}...)"))
+                continue
+            if "cls" not in parts:
+                split.skipped.append((where, "no .cls member (the label)"))
+                continue
+            _, offset, size = parts["cls"]
+            f.seek(offset)
+            text = f.read(size).strip()
+            if not text.isdigit() or len(text) > 9:
+                split.skipped.append((where, f"label {text[:20].decode('ascii', 'replace')!r} is not a class number"))
+                continue
+            ext, offset, size = parts[image]
+            split.files.append((Member(str(path), f"{key}.{ext}", offset, size), int(text)))
+    return split
+
+
+def _class_file(root: Path, n: int) -> tuple[list[str], list[str]] | None:
+    path = root / "classes.txt"
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) < n:
+        raise UserError(f"{path} names {len(lines)} classes, but the shards have labels up to {n - 1}")
+    ids = [line.partition(" ")[0] for line in lines]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{path}: the class ids (first word of each line) are not all different")
+    return ids, [line.partition(" ")[2].strip() or line.partition(" ")[0] for line in lines]
+
+
+def read_webdataset(root: Path, shards: dict[str, list[Path]]) -> Source:
+    """A folder of WebDataset shards (see the module docstring) as a :class:`Source` of tar members."""
+    if "" in shards:
+        raise UserError(f"{shards[''][0]}: no split in its name: name shards like train-000000.tar and "
+                        "val-000000.tar, or put them in train/ and val/")
+    if "train" not in shards:
+        raise UserError(f"{root}: no training shards (names with 'train', or train/*.tar) among "
+                        f"{sum(len(v) for v in shards.values())} .tar files")
+    splits = {}
+    for name in SPLITS:
+        if name in shards:
+            parts = [_shard_samples(p) for p in shards[name]]
+            splits[name] = Split(files=[x for part in parts for x in part.files],
+                                 skipped=[x for part in parts for x in part.skipped])
+    labels = [label for _, label in splits["train"].files]
+    if not labels:
+        raise UserError(f"{root}: no training samples with an image and a .cls label in {len(shards['train'])} shards")
+    n = max(labels) + 1
+    named = _class_file(root, n)
+    classes, names = named if named else ([str(i) for i in range(n)], [str(i) for i in range(n)])
+    return Source("webdataset", root, classes, names, splits)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .meta import is_small
 
 CLASSES = ("circle", "ring", "square", "triangle", "cross", "star", "crescent", "arrow", "bowtie", "bars")
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -175,7 +176,7 @@ def _write_jpeg(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
     buf = io.BytesIO()
-    small = max(image.shape[:2]) <= 64  # keep colour edges of tiny images: no chroma subsampling
+    small = is_small(max(image.shape[:2]))  # keep colour edges of small images: no chroma subsampling
     Image.fromarray(image).save(buf, "JPEG", quality=95, subsampling=0 if small else -1)
     path.write_bytes(buf.getvalue())
 

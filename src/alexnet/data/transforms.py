@@ -52,7 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SMALL = 64  # images this small are trained with a padded random crop of their own size
+from .meta import is_small
+
 TENCROP_ORDER = (
     "top-left", "top-right", "bottom-left", "bottom-right", "centre",
     "top-left flipped", "top-right flipped", "bottom-left flipped", "bottom-right flipped", "centre flipped",
@@ -75,7 +76,7 @@ def pad_reflect(images: torch.Tensor, padding: int) -> torch.Tensor:
 
 def default_padding(size: int) -> int:
     """Padding of the random crop for small images (size // 8: 4 for 32 px, 3 for 28 px); 0 otherwise."""
-    return size // 8 if size <= SMALL else 0
+    return size // 8 if is_small(size) else 0
 
 
 # ---------------------------------------------------------------- patches
