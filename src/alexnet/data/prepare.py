@@ -13,14 +13,14 @@ The prepared folder (``OUT``)::
     <split>.index.npy    (shard, offset, size, label) per sample, for random access
     .prepare/            the plan and one part file per finished shard (for resuming)
 
-Images larger than small images (``SMALL_IMAGE_SIDE``, 64 px, see
-alexnet.data.meta) are rescaled (shorter side to ``size``, 256 by default),
-centre-cropped and stored as JPEG (quality 95). Sources of small images
-(IDX, CIFAR, a small generated folder) are not upscaled: they keep their own
-size (a folder's: its largest shorter side, or ``size`` if smaller; IDX and
-CIFAR: always their own) and are stored raw, uint8, lossless; so is anything
-prepared with ``size`` of a small image. Folder sources are probed on 32
-training files to tell.
+Images larger than small images (a side over ``SMALL_IMAGE_SIDE``, 64 px,
+see alexnet.data.meta) are rescaled (shorter side to ``size``, 256 by
+default), centre-cropped and stored as JPEG (quality 95). Sources of small
+images (IDX, CIFAR, a small generated folder) are not upscaled: they keep
+their own size (a folder's: its largest shorter side, or ``size`` if
+smaller; IDX and CIFAR: always their own) and are stored raw, uint8,
+lossless; so is anything prepared with a ``size`` of 64 or less. Folder
+sources are probed on 32 training files to tell.
 
 Order: each split is written in a fixed shuffled order
 (:func:`alexnet.data.shards.shuffled_order` of ``seed``, recorded in
