@@ -8,55 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import data, models
 from alexnet.cli.main import main as cli
-from alexnet.engine.checkpoint import load_model, save_checkpoint
-from alexnet.features import extract as extract_mod
-from alexnet.features.extract import cached_features, eval_loader, extract_features, read_features
+from alexnet.engine.checkpoint import save_checkpoint
+from alexnet.engine.inference import Checkpoint
+from alexnet.features import cache as cache_mod
+from alexnet.features.cache import cached_features
+from alexnet.features.extract import extract_features
 from alexnet.features.knn import evaluate_knn, knn_search
+from alexnet.features.store import read_features
 
-CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 20, 5
-_BUILT = {}
-
-
-def build(root):
-    """Built-in data (4 classes, 32 px) and an alexnet-small trained on it for a few steps."""
-    src, prep = root / "src", root / "prep"
-    data.generate_synth(src, classes=CLASSES, train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
-                        size=32, seed=0, progress=False)
-    data.prepare(src, prep, size=32, workers=1, progress=False)
-    meta, stats = data.read_meta(prep), data.load_stats(prep)
-    torch.manual_seed(0)
-    options = {"num_classes": CLASSES, "input_size": 32, "width": 0.5}
-    model = models.create("alexnet-small", **options)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = data.make_loader(prep, "train", 16, train=True, num_workers=0, scale=1.0)  # its kaiming init's scale
-    model.train()
-    for x, y in loader:  # one epoch: 5 steps
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ckpt = root / "run" / "best.ckpt"
-    save_checkpoint(ckpt, {
-        "model": {"name": "alexnet-small", "options": options},
-        "state_dict": model.state_dict(),
-        "classes": list(meta["classes"]),
-        "class_names": [f"{c} shape" for c in meta["classes"]],
-        "eval_transform": data.eval_spec(32, 32, "image", None, 3, scale=1.0),
-        "data_stats": {"mean_image": torch.as_tensor(np.asarray(stats["mean_image"], np.float32)),
-                       "mean_rgb": torch.as_tensor(np.asarray(stats["mean_rgb"], np.float32))},
-        "config": {"model": {"name": "alexnet-small"}},
-        "metrics": {},
-    })
-    return {"root": root, "src": src, "prep": prep, "ckpt": ckpt, "meta": meta}
-
-
-@pytest.fixture
-def trained(tmp_path_factory):
-    if "t" not in _BUILT:
-        _BUILT["t"] = build(tmp_path_factory.mktemp("trained"))
-    return _BUILT["t"]
+from helpers import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS
 
 
 def test_features_cli_shape_files_and_determinism(trained, tmp_path, capsys):
@@ -71,8 +32,8 @@ def test_features_cli_shape_files_and_determinism(trained, tmp_path, capsys):
     assert info["layer"] == "fc7" and info["split"] == "val" and info["count"] == n
     assert info["class_names"][0] == "circle shape"
     # labels in the order of the split, as the loader yields it
-    model, ckpt = load_model(trained["ckpt"])
-    loader = eval_loader(ckpt, trained["prep"], "val", batch_size=7, workers=0, model=model)
+    ck = Checkpoint.load(trained["ckpt"], "cpu")
+    model, loader = ck.model, ck.eval_loader(trained["prep"], "val", batch_size=7, workers=0)
     np.testing.assert_array_equal(fs.labels, np.concatenate([y.numpy() for _, y in loader]))
     # fc7 of the network for these images; the same again with another batch size
     with torch.no_grad():
@@ -94,8 +55,8 @@ def test_features_cli_shape_files_and_determinism(trained, tmp_path, capsys):
 @pytest.mark.parametrize("layer,dim", [("conv1", 24 * 32 * 32), ("pool5", 48 * 3 * 3), ("fc8", CLASSES),
                                        ("pixels", 3 * 32 * 32)])
 def test_any_layer(trained, tmp_path, layer, dim):
-    model, ckpt = load_model(trained["ckpt"])
-    loader = eval_loader(ckpt, trained["prep"], "val", batch_size=8, workers=0, model=model)
+    ck = Checkpoint.load(trained["ckpt"], "cpu")
+    model, loader = ck.model, ck.eval_loader(trained["prep"], "val", batch_size=8, workers=0)
     fs = extract_features(model, loader, layer, out=tmp_path / f"{layer}.npy", dtype="float16", progress=False)
     assert fs.features.shape == (CLASSES * VAL_PER_CLASS, dim) and fs.features.dtype == np.float16
     if layer == "pixels":
@@ -134,7 +95,7 @@ def test_cache_beside_checkpoint_and_invalidation(trained, tmp_path, monkeypatch
     def boom(*a, **kw):
         raise AssertionError("features recomputed although cached")
 
-    monkeypatch.setattr(extract_mod, "extract_features", boom)
+    monkeypatch.setattr(cache_mod, "extract_features", boom)
     second = cached_features(ckpt, trained["prep"], "train", workers=0, progress=False)
     assert isinstance(second.features, np.memmap)
     np.testing.assert_array_equal(second.features, first.features)

@@ -16,7 +16,7 @@ from alexnet.data import load_stats, prepare
 from alexnet.data.stats import STATS_FILE
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import Trainer
-from alexnet.features.predict import load_image
+from alexnet.engine.inference import load_image
 
 GREYS = {"dark": 60, "light": 200}
 

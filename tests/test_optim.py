@@ -50,3 +50,26 @@ def test_plateau_schedule():
     s2 = PlateauSchedule(opt, patience=2, max_drops=2)
     s2.load_state_dict(s.state_dict())
     assert s2.state_dict() == s.state_dict()
+
+
+def test_warm_up_is_the_schedules():
+    """The rate rises linearly over the first warmup_steps steps to the optimizer's rate, then plateau drops apply."""
+    opt = PaperSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.04)
+    s = PlateauSchedule(opt, patience=1, max_drops=1, warmup_steps=4)
+    rates = []
+    for step in range(6):
+        s.warm_up(step)
+        rates.append(s.lr)
+    assert rates == [0.01, 0.02, 0.03, 0.04, 0.04, 0.04]
+    s.step(0.5), s.step(0.5)  # a plateau: one drop, and warm-up is over
+    s.warm_up(6)
+    assert abs(s.lr - 0.004) < 1e-12
+    assert PlateauSchedule(opt).warmup_steps == 0  # the paper: no warm-up
+
+
+def test_schedule_state_of_older_checkpoints_loads():
+    """The schedule's state is still {best, bad_epochs, drops}: checkpoints written before warm-up moved here resume."""
+    opt = PaperSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    s = PlateauSchedule(opt, warmup_steps=10)
+    s.load_state_dict({"best": 0.4, "bad_epochs": 2, "drops": 1})
+    assert s.state_dict() == {"best": 0.4, "bad_epochs": 2, "drops": 1}

@@ -10,10 +10,11 @@ from PIL import Image
 from alexnet.cli.main import main as cli
 from alexnet.data import preprocess_image
 from alexnet.engine.checkpoint import load_model
-from alexnet.features.predict import checkpoint_stats, confusion_matrix, predict
+from alexnet.engine.evaluate import confusion_matrix
+from alexnet.engine.inference import checkpoint_stats
+from alexnet.engine.predict import predict
 
-from test_features import CLASSES, VAL_PER_CLASS, trained  # noqa: F401  (fixture)
-from test_viz import _png_ok
+from helpers import CLASSES, VAL_PER_CLASS, png_ok
 
 
 def val_images(trained, n=3):
@@ -72,16 +73,16 @@ def test_confusion_and_figures(trained, tmp_path):
     np.testing.assert_array_equal(cm.sum(1), [VAL_PER_CLASS] * CLASSES)
     ck, prep = str(trained["ckpt"]), str(trained["prep"])
     assert cli(["viz", "confusion", ck, "--data", prep, "--workers", "0", "--out", str(tmp_path / "c.png")]) == 0
-    _png_ok(tmp_path / "c.png")
+    png_ok(tmp_path / "c.png")
     assert cli(["viz", "neighbors", ck, "--data", prep, "--count", "3", "-k", "4", "--workers", "0",
                 "--out", str(tmp_path / "n.png")]) == 0
-    _png_ok(tmp_path / "n.png")
+    png_ok(tmp_path / "n.png")
     assert cli(["viz", "neighbors", ck, "--data", prep, "--query", *map(str, val_images(trained, 2)), "-k", "3",
                 "--workers", "0", "--out", str(tmp_path / "q.png")]) == 0
-    _png_ok(tmp_path / "q.png")
+    png_ok(tmp_path / "q.png")
     assert cli(["neighbors", ck, "--data", prep, "--query", str(val_images(trained, 1)[0]), "--workers", "0",
                 "--quiet", "--out", str(tmp_path / "nb")]) == 0
-    _png_ok(tmp_path / "nb" / "neighbors.png")
+    png_ok(tmp_path / "nb" / "neighbors.png")
     assert len(json.loads((tmp_path / "nb" / "neighbors.json").read_text())[0]["neighbors"]) == 6
 
 

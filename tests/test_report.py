@@ -5,12 +5,10 @@ import html.parser
 import json
 import re
 
-
 from alexnet.cli.main import main as cli
 from alexnet.viz.report import write_report
 
-from test_features import trained  # noqa: F401  (fixture)
-from test_viz import small_checkpoint, write_metrics
+from helpers import small_checkpoint, write_metrics
 
 
 class _Images(html.parser.HTMLParser):

@@ -1,59 +1,20 @@
 """Each figure is written and non-empty; the filters figure shows both towers."""
 
-import json
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from alexnet import models
 from alexnet.cli.main import main as cli
-from alexnet.engine.checkpoint import make_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 from alexnet.viz import figures
 
-
-def _png_ok(path, min_side=100):
-    assert path.is_file() and path.stat().st_size > 2000
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG" and min(im.size) >= min_side
-        arr = np.asarray(im.convert("L"))
-    assert arr.std() > 5  # not a blank canvas
-    return arr
-
-
-def write_metrics(run, epochs=3, steps_per_epoch=4):
-    lines, step = [], 0
-    for e in range(1, epochs + 1):
-        for _ in range(steps_per_epoch):
-            step += 1
-            lines.append({"time": 1000.0 + step, "kind": "step", "epoch": e, "step": step,
-                          "lr": 0.01 if e < 3 else 0.001, "train_loss": 2.3 / step ** 0.3})
-        lines.append({"time": 1000.0 + step, "kind": "epoch", "epoch": e, "step": step, "lr": 0.01,
-                      "train_loss": 2.3 / step ** 0.3, "val_top1_err": 0.9 / e, "val_top5_err": 0.5 / e,
-                      "images_per_s": 500.0})
-    run.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(json.dumps(x) for x in lines) + '\n{"kind": "step", "st'  # a line cut short by a kill
-    (run / "metrics.jsonl").write_text(text)
-    return lines
-
-
-def small_checkpoint(path, classes=4):
-    m = models.create("alexnet-small", num_classes=classes)
-    names = [f"class {i}" for i in range(classes)]
-    save_checkpoint(path, make_checkpoint(
-        "alexnet-small", {"num_classes": classes}, m.state_dict(), [f"c{i}" for i in range(classes)], names,
-        {"resize": 32, "crop": 32, "mean": "image", "normalize": None, "channels": 3},
-        config={"model": {"name": "alexnet-small"}}, metrics={}))
-    return m
+from helpers import png_ok, small_checkpoint, write_metrics
 
 
 def test_filters_two_towers_side_by_side(tmp_path):
     m = models.create("alexnet").eval()
     out = figures.save_figure(figures.filters_figure(m), tmp_path / "f.png")
-    arr = _png_ok(out)
+    arr = png_ok(out)
     assert arr.shape[1] > arr.shape[0]  # two tall grids next to each other
     mos = figures.kernel_mosaic(m.conv1.weight[:48], 8, 6)
     assert mos.shape == (8 * 12 + 1, 6 * 12 + 1, 3) and 0 <= mos.min() and mos.max() <= 1
@@ -70,7 +31,7 @@ def test_curves_and_cli(tmp_path):
     recs = figures.read_metrics(run)
     assert len(recs) == 15  # the cut line is skipped
     assert cli(["viz", "curves", str(run)]) == 0
-    _png_ok(run / "curves.png")
+    png_ok(run / "curves.png")
     with pytest.raises(UserError):
         figures.read_metrics(tmp_path / "nowhere")
 
@@ -78,9 +39,9 @@ def test_curves_and_cli(tmp_path):
 def test_confusion(tmp_path):
     cm = np.array([[5, 1, 0], [0, 4, 2], [1, 0, 6]])
     out = figures.save_figure(figures.confusion_figure(cm, ["a", "b", "c"]), tmp_path / "c.png")
-    _png_ok(out)
+    png_ok(out)
     big = np.random.default_rng(0).integers(0, 5, (100, 100))
-    _png_ok(figures.save_figure(figures.confusion_figure(big), tmp_path / "big.png"))
+    png_ok(figures.save_figure(figures.confusion_figure(big), tmp_path / "big.png"))
 
 
 def test_neighbors_figure(tmp_path):
@@ -91,13 +52,13 @@ def test_neighbors_figure(tmp_path):
               for r in range(2)]
     fig = figures.neighbors_figure(panels)
     assert len(fig.axes) == 2 * 5
-    _png_ok(figures.save_figure(fig, tmp_path / "n.png"))
+    png_ok(figures.save_figure(fig, tmp_path / "n.png"))
 
 
 def test_viz_filters_cli_and_errors(tmp_path, capsys):
     small_checkpoint(tmp_path / "m.ckpt")
     assert cli(["viz", "filters", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "f.png")]) == 0
-    _png_ok(tmp_path / "f.png")
+    png_ok(tmp_path / "f.png")
     assert cli(["viz", "filters", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "g.png")]) == 2
     assert cli(["viz", "filters", str(tmp_path / "m.ckpt"), "--layer", "fc9", "--out", str(tmp_path / "g.png")]) == 2
     assert cli(["viz", "filters", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "g.jpg")]) == 2

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .engine.config import load_config
+from .engine.inference import TTA
 from .fileio import atomic_write
 
 DEMO_DATA = dict(classes=10, train_per_class=500, val_per_class=100, size=32, seed=0)
@@ -48,7 +49,7 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
 
     ckpt = run / "last.ckpt"
     results = {}
-    for tta in ("center", "10crop"):
+    for tta in TTA:
         _stage(f"evaluating {ckpt.name} on val ({tta})")
         results[tta] = evaluate_checkpoint(ckpt, prepared, split="val", tta=tta, workers=0, progress=progress)
     atomic_write(run / "eval.json", lambda f: f.write(json.dumps(results, indent=1).encode()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..engine.inference import TTA
 from ..strict_json import dumps
 from . import add_progress_flag, show_progress
 from .argtypes import count_int, positive_int
@@ -12,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, help="prepared data folder")
     p.add_argument("--split", default="val")
-    p.add_argument("--tta", choices=("center", "10crop"), default="center",
+    p.add_argument("--tta", choices=TTA, default="center",
                    help="center: one centre patch; 10crop: 4 corners + centre and their reflections, softmax averaged")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for images of 64 px or less, else 2)")

@@ -26,23 +26,22 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..features.extract import eval_loader, extract_features, load_model_for_features, sidecar_paths, _class_names
+    from contextlib import closing
+
+    from ..engine.inference import Checkpoint
+    from ..features.extract import extract_features, layer_function
+    from ..features.store import sidecar_paths
     from ..fileio import check_output_file
 
     paths = sidecar_paths(args.out)
     for path in paths.values():
         check_output_file(path)
-    model, ckpt, path = load_model_for_features(args.checkpoint, args.device)
-    from ..features.extract import close_loader, eval_transform, layer_function
-
-    layer_function(model, args.layer)  # unknown layer: fail before reading data
-    loader = eval_loader(ckpt, args.data, args.split, batch_size=args.batch_size, workers=args.workers, model=model)
-    meta = {"checkpoint": str(path), "data": str(args.data), "transform": eval_transform(ckpt, model)}
-    try:
-        fs = extract_features(model, loader, args.layer, out=paths["features"], dtype=args.dtype, split=args.split,
-                              meta=meta, class_names=_class_names(ckpt), progress=show_progress(args))
-    finally:
-        close_loader(loader)
+    ck = Checkpoint.load(args.checkpoint, args.device)
+    layer_function(ck.model, args.layer)  # unknown layer: fail before reading data
+    meta = {"checkpoint": str(ck.path), "data": str(args.data), "transform": ck.transform}
+    with closing(ck.eval_loader(args.data, args.split, batch_size=args.batch_size, workers=args.workers)) as loader:
+        fs = extract_features(ck.model, loader, args.layer, out=paths["features"], dtype=args.dtype, split=args.split,
+                              meta=meta, class_names=ck.class_names, progress=show_progress(args))
     n, d = fs.features.shape
     print(f"{args.layer} of {n} {args.split} images: {n} x {d} {args.dtype} -> {paths['features']} "
           f"(+ {paths['labels'].name}, {paths['ids'].name}, {paths['meta'].name})")

@@ -46,7 +46,7 @@ def _write(out: Path, name: str, obj) -> Path:
 
 
 def run(args) -> int:
-    from ..features.extract import load_model_for_features
+    from ..engine.inference import Checkpoint
     from ..fileio import check_output_dir, check_output_file
 
     if bool(args.query) == bool(args.evaluate):
@@ -72,9 +72,9 @@ def run(args) -> int:
 
     from ..features.neighbors import find_neighbors
 
-    model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
-    res = find_neighbors(args.checkpoint, args.data, args.query, k=args.k, layer=args.layer,
-                         batch_size=args.batch_size, cache=not args.no_cache, model=model, ckpt=ckpt, **common)
+    ck = Checkpoint.load(args.checkpoint, args.device)
+    res = find_neighbors(ck, args.data, args.query, k=args.k, layer=args.layer, batch_size=args.batch_size,
+                         cache=not args.no_cache, **common)
     if args.json:
         print(dumps(res))
     else:
@@ -88,8 +88,7 @@ def run(args) -> int:
 
         _write(out, "neighbors.json", res)
         if args.layer == "fc7":
-            panels = neighbor_panels(args.checkpoint, args.data, args.query, k=args.k, model=model, ckpt=ckpt,
-                                     results=res, **common)
+            panels = neighbor_panels(ck, args.data, args.query, k=args.k, results=res, **common)
             save_figure(neighbors_figure(panels), out / "neighbors.png")
         if not args.json:
             print(f"wrote {out / 'neighbors.json'}" + (f" and {out / 'neighbors.png'}" if args.layer == "fc7" else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..engine.inference import TTA
 from ..errors import one_line
 from ..strict_json import dumps
 from .argtypes import positive_int
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--topk", type=positive_int, default=5, help="classes to list per image (default 5)")
-    p.add_argument("--tta", choices=("center", "10crop"), default="center", help="test-time views (default center)")
+    p.add_argument("--tta", choices=TTA, default="center", help="test-time views (default center)")
     p.add_argument("--json", action="store_true",
                    help='print [{"image", "top": [{"class", "id", "index", "prob"}, ...]}]')
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..features.predict import predict
+    from ..engine.predict import predict
 
     results = predict(args.checkpoint, args.images, topk=args.topk, tta=args.tta, device=args.device,
                       batch_size=args.batch_size, errors="report")

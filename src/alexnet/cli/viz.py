@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.inference import TTA
 from ..errors import UserError
 from .argtypes import count_int, positive_int
 
@@ -41,7 +42,7 @@ def add_parser(sub) -> None:
     m.add_argument("checkpoint")
     m.add_argument("--data", required=True, help="prepared data folder")
     m.add_argument("--split", default="val")
-    m.add_argument("--tta", choices=("center", "10crop"), default="center")
+    m.add_argument("--tta", choices=TTA, default="center")
     m.add_argument("--batch-size", type=positive_int, default=256)
     m.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
     m.add_argument("--device", default="auto")
@@ -51,6 +52,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..engine.inference import Checkpoint
     from ..fileio import check_output_file
     from ..viz import figures
 
@@ -65,33 +67,28 @@ def run(args) -> int:
         raise UserError(f"figures are PNG files: --out should end in .png, not {Path(args.out).name!r}")
     check_output_file(args.out)
     if kind == "filters":
-        from ..features.extract import load_model_for_features
-
-        model, ckpt, path = load_model_for_features(args.checkpoint, "cpu")
-        fig = figures.filters_figure(model, args.layer, f"{args.layer} kernels of {path.name} ({ckpt['model']['name']})")
+        ck = Checkpoint.load(args.checkpoint, "cpu")
+        fig = figures.filters_figure(ck.model, args.layer, f"{args.layer} kernels of {ck.path.name} ({ck.name})")
     elif kind == "neighbors":
-        from ..features.extract import load_model_for_features
         from ..features.neighbors import neighbor_panels, split_neighbor_panels
 
-        model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
-        kw = dict(k=args.k, device=args.device, workers=args.workers, model=model, ckpt=ckpt)
+        ck = Checkpoint.load(args.checkpoint, args.device)
+        kw = dict(k=args.k, workers=args.workers)
         if args.query:
-            panels = neighbor_panels(args.checkpoint, args.data, args.query, **kw)
+            panels = neighbor_panels(ck, args.data, args.query, **kw)
         else:
-            panels = split_neighbor_panels(args.checkpoint, args.data, args.split, count=args.count, **kw)
+            panels = split_neighbor_panels(ck, args.data, args.split, count=args.count, **kw)
         fig = figures.neighbors_figure(panels)
     elif kind == "curves":
         run_path = Path(args.run)
         records = figures.read_metrics(run_path)
         fig = figures.curves_figure(records, f"{run_path.resolve().name}")
     elif kind == "confusion":
-        from ..features.extract import _class_names, load_model_for_features
-        from ..features.predict import confusion_matrix
+        from ..engine.evaluate import confusion_matrix
 
-        model, ckpt, _ = load_model_for_features(args.checkpoint, args.device)
-        cm = confusion_matrix(args.checkpoint, args.data, args.split, tta=args.tta, batch_size=args.batch_size,
-                              workers=args.workers, model=model, ckpt=ckpt)
-        fig = figures.confusion_figure(cm, _class_names(ckpt))
+        ck = Checkpoint.load(args.checkpoint, args.device)
+        cm = confusion_matrix(ck, args.data, args.split, tta=args.tta, batch_size=args.batch_size, workers=args.workers)
+        fig = figures.confusion_figure(cm, ck.class_names)
     else:  # argparse rejects anything else
         raise UserError(f"unknown figure {kind!r}")
     out = figures.save_figure(fig, args.out)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from .inference import TTA
 
 
 @dataclass
@@ -100,7 +101,7 @@ CHOICES = {
     "model.pool": ("overlap", "2/2"),
     "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
-    "data.eval_tta": ("center", "10crop"),
+    "data.eval_tta": TTA,
     "optim.rule": ("paper", "torch"),
     "run.precision": ("fp32", "bf16", "fp16"),
 }

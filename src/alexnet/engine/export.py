@@ -43,6 +43,7 @@ from ..errors import UserError
 from ..fileio import atomic_write, atomic_write_bytes, require_file
 from ..strict_json import dumps
 from .checkpoint import SCHEMA, build_model, load_checkpoint
+from .inference import eval_transform
 
 FORMATS = ("safetensors", "onnx", "torchscript", "torch-export")
 SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}  # the usual names
@@ -64,8 +65,6 @@ def _array_from_json(d: dict) -> torch.Tensor:
 
 def metadata(ckpt: dict[str, Any], model: torch.nn.Module) -> dict[str, str]:
     """The keys of the module doc, as strings, for checkpoint ``ckpt`` of ``model``."""
-    from ..features.extract import eval_transform
-
     spec = eval_transform(ckpt, model)
     stats = ckpt.get("data_stats") or {}
     data_stats = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .distributed import all_reduce_sum
+from .inference import average_views
 from .metrics import summary, topk_correct
+from .optim import PlateauSchedule
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -36,21 +38,19 @@ class TrainState:
     precision: str = "fp32"
     accumulate: int = 1
     channels_last: bool = False
-    warmup_steps: int = 0  # linear learning-rate warmup over the first steps of the run
-    base_lr: float = 0.0
+    schedule: PlateauSchedule | None = None  # sets the learning rate: warm-up before each step, drops per epoch
     epoch: int = 0  # epoch in progress (0-based)
     step: int = 0  # optimizer steps done since the start of the run
     batch_in_epoch: int = 0  # batches done in the current epoch
     loss_sum: float = 0.0  # this epoch so far (this process)
     seen: int = 0  # samples this epoch so far (this process)
-    extra: dict = field(default_factory=dict)
 
 
-def _to_device(images: torch.Tensor, labels: torch.Tensor, state: TrainState):
-    images = images.to(state.device, non_blocking=True)
-    if state.channels_last and images.dim() == 4:
+def _images_to(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(state.device, non_blocking=True)
+    return images
 
 
 def train_one_epoch(
@@ -59,23 +59,23 @@ def train_one_epoch(
     on_step: Callable[[TrainState, float, float], None] | None = None,
     progress: bool = True,
     desc: str = "train",
-    max_steps: int | None = None,
 ) -> dict:
     """One pass over ``loader`` (from ``state.batch_in_epoch`` on).
 
     Each batch is one optimizer step; with ``state.accumulate > 1`` it is cut
     into that many micro-batches whose gradients add up to the whole batch's
-    (same loss scale, same meaning, less memory). ``on_step(state, loss,
+    (same loss scale, same meaning, less memory). Before each step
+    ``state.schedule`` sets the warm-up rate. ``on_step(state, loss,
     images_per_s)`` runs after every step (logging, timed checkpoints).
     """
     model = state.model
     model.train()
-    total = len(loader)
-    bar = tqdm(total=total, initial=state.batch_in_epoch, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=len(loader), initial=state.batch_in_epoch, desc=desc, disable=not progress, leave=False,
+               dynamic_ncols=True)
     tick = time.perf_counter()
-    done = 0
     for images, labels in loader:
-        images, labels = _to_device(images, labels, state)
+        images = _images_to(images, state.device, state.channels_last)
+        labels = labels.to(state.device, non_blocking=True)
         n = labels.shape[0]
         chunks = max(1, min(state.accumulate, n))
         state.optimizer.zero_grad(set_to_none=True)
@@ -89,9 +89,8 @@ def train_one_epoch(
                 loss = F.cross_entropy(logits.float(), y, reduction="sum") / n
                 state.scaler.scale(loss).backward()
             loss_value += loss.item()
-        if state.step < state.warmup_steps:
-            for g in state.optimizer.param_groups:
-                g["lr"] = state.base_lr * (state.step + 1) / state.warmup_steps
+        if state.schedule is not None:
+            state.schedule.warm_up(state.step)
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.step += 1
@@ -105,9 +104,6 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{ips:.0f}")
         if on_step is not None:
             on_step(state, loss_value, ips)
-        done += 1
-        if max_steps is not None and done >= max_steps:
-            break
     bar.close()
     return {"train_loss": state.loss_sum / max(state.seen, 1), "samples": state.seen}
 
@@ -125,22 +121,19 @@ def evaluate(
     """Top-1/top-5 over the loader, summed over all processes.
 
     Batches of ``B x 10 x C x H x W`` (the 10-patch test) average the softmax
-    of the ten patches of each image, as the paper does.
+    of the ten patches of each image, as the paper does (:func:`average_views`).
     """
     model.eval()
-    counts = torch.zeros(3, dtype=torch.float64)
-    state = TrainState(model, None, None, device, precision, channels_last=channels_last)
-    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        crops = images.shape[1] if images.dim() == 5 else 0
-        if crops:
-            images = images.flatten(0, 1)
-        images, labels = _to_device(images, labels, state)
+
+    def probabilities(images: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):
-            logits = model(images)
-        probs = logits.float().softmax(dim=1)
-        if crops:
-            probs = probs.view(-1, crops, probs.shape[1]).mean(dim=1)
-        c1, c5 = topk_correct(probs, labels)
+            logits = model(_images_to(images, device, channels_last))
+        return logits.float().softmax(dim=1)
+
+    counts = torch.zeros(3, dtype=torch.float64)
+    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        probs = average_views(probabilities, images)
+        c1, c5 = topk_correct(probs, labels.to(device, non_blocking=True))
         counts += torch.tensor([labels.shape[0], c1, c5], dtype=torch.float64)
     counts = all_reduce_sum(counts.to(device)).cpu()
     n, c1, c5 = (int(v) for v in counts.tolist())

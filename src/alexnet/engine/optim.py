@@ -61,21 +61,35 @@ def make_optimizer(params, rule: str, lr: float, momentum: float, weight_decay: 
 
 
 class PlateauSchedule:
-    """Divide the learning rate by 10 when validation error stops improving.
+    """The learning rate over a run: a linear warm-up, then divide by 10 when validation error stops improving.
 
     The paper: "divide the learning rate by 10 when the validation error rate
     stopped improving with the current learning rate", three times in all.
     After ``patience`` epochs without an improvement larger than
     ``min_delta`` the rate is multiplied by ``factor``, at most ``max_drops``
-    times.
+    times (:meth:`step`, once an epoch). Before that, over the first
+    ``warmup_steps`` optimizer steps of the run, the rate rises linearly from
+    ``base_lr / warmup_steps`` to ``base_lr`` (:meth:`warm_up`, before each
+    step; the paper has none). ``base_lr`` is the optimizer's rate when the
+    schedule is made; only the plateau counters are state (a resumed run's
+    warm-up follows from its step count).
     """
 
-    def __init__(self, optimizer: Optimizer, patience: int = 3, factor: float = 0.1, max_drops: int = 3, min_delta: float = 0.0):
+    def __init__(self, optimizer: Optimizer, patience: int = 3, factor: float = 0.1, max_drops: int = 3,
+                 min_delta: float = 0.0, warmup_steps: int = 0):
         self.optimizer = optimizer
         self.patience, self.factor, self.max_drops, self.min_delta = patience, factor, max_drops, min_delta
+        self.warmup_steps = warmup_steps
+        self.base_lr = optimizer.param_groups[0]["lr"]
         self.best = float("inf")
         self.bad_epochs = 0
         self.drops = 0
+
+    def warm_up(self, step: int) -> None:
+        """Set the rate for optimizer step ``step`` (0-based, counted over the run) while it is in the warm-up."""
+        if step < self.warmup_steps:
+            for g in self.optimizer.param_groups:
+                g["lr"] = self.base_lr * (step + 1) / self.warmup_steps
 
     @property
     def lr(self) -> float:

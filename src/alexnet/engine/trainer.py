@@ -20,14 +20,16 @@ import numpy as np
 import torch
 
 from .. import models
-from ..models import lrn_kernel
+from ..data import is_small, load_stats, make_loader, read_meta
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
+from ..fileio import atomic_write
+from ..models import lrn_kernel
 from . import config as config_mod
 from .allocator import keep_freed_memory
-from ..fileio import atomic_write
 from .checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
+from .inference import TTA_VIEWS
 from .loop import TrainState, evaluate, train_one_epoch
 from .metrics import MetricsLog
 from .optim import PlateauSchedule, make_optimizer
@@ -75,11 +77,9 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
         opts["bias"] = m.bias
     if m.input_size is not None:
         opts["input_size"] = m.input_size
-    elif int(meta.get("size", 256)) <= 64:  # small images are used at their own size
+    elif is_small(meta.get("size", 256)):  # small images are used at their own size
         opts["input_size"] = int(meta["size"])
     return opts
-
-
 
 
 class Trainer:
@@ -87,41 +87,65 @@ class Trainer:
 
     def __init__(self, cfg: config_mod.TrainConfig, data: str | os.PathLike, out: str | os.PathLike,
                  resume: bool = False, progress: bool = True):
-        from ..data import load_stats, make_loader, read_meta
-
         # The resolved config names the data folder, so `alexnet report RUN` finds it without --data.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
         self.cfg, self.data, self.out, self.progress = cfg, Path(data), Path(out), progress
-        self.make_loader = make_loader
         self.dist: DistInfo = init_distributed(cfg.run.device)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
+        self.meta, self.stats = self._read_data()
+        self.rank_batch = self._rank_batch()
+        resume_from = self._checkpoint_to_resume(resume)
+        seed_everything(cfg.run.seed)
+        self.state = self._build_state(self._build_model())
+        self.best_err = math.inf
+        self.history: dict = {}
+        if resume_from is not None:
+            self._restore(resume_from)
+        self._wrap_model()
+        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
+        self._last_save = time.monotonic()
+
+    # ----------------------------------------------------------------- setup
+    def _read_data(self) -> tuple[dict, dict]:
+        """The prepared folder's meta.json and statistics; it must have a train split."""
         if not self.data.is_dir():
             raise UserError(f"prepared data folder not found: {self.data}")
-        self.meta = read_meta(self.data)
-        self.stats = load_stats(self.data)
-        if "train" not in self.meta.get("splits", {}):
-            raise UserError(f"{self.data} has no train split (splits: {', '.join(self.meta.get('splits', {}))})")
+        meta = read_meta(self.data)
+        stats = load_stats(self.data)
+        if "train" not in meta.get("splits", {}):
+            raise UserError(f"{self.data} has no train split (splits: {', '.join(meta.get('splits', {}))})")
+        return meta, stats
 
-        world, acc = self.dist.world_size, cfg.optim.accumulate
-        if cfg.data.batch_size % (world * acc):
-            raise UserError(
-                f"data.batch_size {cfg.data.batch_size} does not split into {world} processes x {acc} accumulation steps")
-        self.rank_batch = cfg.data.batch_size // world
+    def _rank_batch(self) -> int:
+        """This process's share of the global batch, which must split over processes and accumulation steps."""
+        world, acc, batch = self.dist.world_size, self.cfg.optim.accumulate, self.cfg.data.batch_size
+        if batch % (world * acc):
+            raise UserError(f"data.batch_size {batch} does not split into {world} processes x {acc} accumulation steps")
+        return batch // world
 
+    def _checkpoint_to_resume(self, resume: bool) -> dict | None:
+        """``last.ckpt`` read for ``--resume`` (it must fit the run); without it, a run folder that has one is refused."""
         last = self.out / "last.ckpt"
-        resume_from = None
-        if resume:
-            if not last.is_file():
-                raise UserError(f"--resume: no checkpoint to resume from at {last}")
-            resume_from = load_checkpoint(last)
-            check_compatible(resume_from, cfg.model.name, len(self.meta["classes"]), last)
-        elif last.exists():
-            raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or choose another --out")
+        if not resume:
+            if last.exists():
+                raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or "
+                                f"choose another --out")
+            return None
+        if not last.is_file():
+            raise UserError(f"--resume: no checkpoint to resume from at {last}")
+        ckpt = load_checkpoint(last)
+        check_compatible(ckpt, self.cfg.model.name, len(self.meta["classes"]), last)
+        return ckpt
 
-        seed_everything(cfg.run.seed)
+    def _build_model(self) -> torch.nn.Module:
+        """The config's model on this process's device; its input size and scale set what the loaders feed it."""
+        cfg = self.cfg
         try:
             model = models.create(cfg.model.name, **model_options(cfg, self.meta))
         except ValueError as e:
@@ -137,28 +161,29 @@ class Trainer:
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model.parameters(), cfg.optim.rule, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-        self.schedule = PlateauSchedule(optimizer, cfg.schedule.patience, cfg.schedule.factor, cfg.schedule.max_drops, cfg.schedule.min_delta)
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
-        self.state = TrainState(model, optimizer, scaler, device, cfg.run.precision, acc, cfg.run.channels_last,
-                                warmup_steps=cfg.schedule.warmup_steps, base_lr=cfg.optim.lr)
-        self.best_err = math.inf
-        self.history: dict = {}
+        return model
 
-        if resume_from is not None:
-            self._restore(resume_from)
+    def _build_state(self, model: torch.nn.Module) -> TrainState:
+        """Optimizer, learning-rate schedule and loss scaler around ``model``."""
+        o, sch, run = self.cfg.optim, self.cfg.schedule, self.cfg.run
+        optimizer = make_optimizer(model.parameters(), o.rule, o.lr, o.momentum, o.weight_decay)
+        schedule = PlateauSchedule(optimizer, sch.patience, sch.factor, sch.max_drops, sch.min_delta, sch.warmup_steps)
+        scaler = torch.amp.GradScaler(self.dist.device.type, enabled=run.precision == "fp16")
+        return TrainState(model, optimizer, scaler, self.dist.device, run.precision, o.accumulate, run.channels_last,
+                          schedule=schedule)
 
+    def _wrap_model(self) -> None:
+        """DDP over the processes of a torchrun launch, then ``torch.compile`` when asked."""
+        s = self.state
         if self.dist.enabled:
-            ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
-            self.state.model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
-        if cfg.run.compile:
-            self.state.model = torch.compile(self.state.model)
+            ddp_kw = {"device_ids": [s.device.index]} if s.device.type == "cuda" else {}
+            s.model = torch.nn.parallel.DistributedDataParallel(s.model, **ddp_kw)
+        if self.cfg.run.compile:
+            s.model = torch.compile(s.model)
 
-        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
-        self._last_save = time.monotonic()
+    @property
+    def schedule(self) -> PlateauSchedule:
+        return self.state.schedule
 
     # ------------------------------------------------------------ checkpoints
     def _restore(self, ckpt: dict) -> None:
@@ -228,8 +253,8 @@ class Trainer:
 
     def loader(self, split: str, train: bool, tta: str = "center"):
         cfg = self.cfg
-        return self.make_loader(
-            self.data, split, self.rank_batch if train else max(1, self.rank_batch // (10 if tta == "10crop" else 1)),
+        return make_loader(
+            self.data, split, self.rank_batch if train else max(1, self.rank_batch // TTA_VIEWS[tta]),
             train=train, tta=tta, input_size=self.input_size, seed=cfg.run.seed, epoch=self.state.epoch,
             rank=self.dist.rank, world_size=self.dist.world_size, num_workers=cfg.data.workers,
             mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale)

@@ -35,6 +35,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..engine.distributed import resolve_device
+from ..engine.inference import Checkpoint
+from .cache import cached_features
+
 __all__ = [
     "knn_search",
     "knn_classify",
@@ -63,12 +67,6 @@ def _gather(a, ids: np.ndarray) -> np.ndarray:
     else:
         rows = np.asarray(a[uniq], dtype=np.float64)
     return rows[inv].reshape(*ids.shape, rows.shape[-1])
-
-
-def _device(device) -> torch.device:
-    from .extract import resolve_device
-
-    return resolve_device(device)
 
 
 def _shape(a) -> tuple[int, int]:
@@ -107,7 +105,7 @@ def knn_search(
         raise ValueError(f"queries have {d} dimensions but the index has {d2}")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    device = torch.device("cpu") if device is None else _device(device)
+    device = torch.device("cpu") if device is None else resolve_device(device)
     available = n - (1 if exclude is not None else 0)
     kout = max(0, min(k, available))
     if nq == 0 or kout == 0:
@@ -118,8 +116,16 @@ def knn_search(
         exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
         if exclude.shape[0] != nq:
             raise ValueError(f"exclude has {exclude.shape[0]} entries for {nq} queries")
-        excl_t = torch.from_numpy(exclude).to(device)
+    cand = _candidates(queries, index, kk, exclude, query_batch, index_batch, device, progress)
+    return _refine(queries, index, cand, kout, exclude)
 
+
+def _candidates(queries, index, kk: int, exclude: np.ndarray | None, query_batch: int, index_batch: int,
+                device: torch.device, progress: bool) -> np.ndarray:
+    """The coarse pass: ``Q x kk`` ids of the index rows with the smallest ``|x|^2 - 2 q.x`` for each query."""
+    nq, d = _shape(queries)
+    n = _shape(index)[0]
+    excl_t = torch.from_numpy(exclude).to(device) if exclude is not None else None
     inf = torch.tensor(float("inf"), device=device)
     state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # query block -> (values, ids) kept so far
     blocks = [(s, min(s + index_batch, n)) for s in range(0, n, index_batch)]
@@ -138,7 +144,7 @@ def knn_search(
                 if keep_q:
                     cache_q[qs] = q
             dist = torch.addmm(xn.unsqueeze(0), q, x.T, beta=1.0, alpha=-2.0)  # |x|^2 - 2 q.x
-            if exclude is not None:
+            if excl_t is not None:
                 hit = excl_t[qs:qe].unsqueeze(1) == ar.unsqueeze(0)
                 dist = torch.where(hit, inf, dist)
             v, i = _smallest(dist, ar.unsqueeze(0).expand_as(dist), kk)
@@ -148,9 +154,14 @@ def knn_search(
             state[qs] = (v, i)
             bar.update()
     bar.close()
+    return torch.cat([state[qs][1] for qs, _ in qblocks]).cpu().numpy()
 
-    # refinement: exact distances of the candidates, in float64
-    cand = torch.cat([state[qs][1] for qs, _ in qblocks]).cpu().numpy()
+
+def _refine(queries, index, cand: np.ndarray, kout: int,
+            exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The refinement: exact float64 distances of the candidates, the ``kout`` nearest sorted by (distance, id)."""
+    nq, d = _shape(queries)
+    kk = cand.shape[1]
     out_d = np.empty((nq, kout), np.float32)
     out_i = np.empty((nq, kout), np.int64)
     rb = max(1, int(64 * 2**20 // max(1, kk * d * 8)))  # ~64 MB of gathered rows per block
@@ -244,8 +255,6 @@ def evaluate_knn(
     device: str | torch.device | None = None,
     cache: bool = True,
     progress: bool = True,
-    model=None,
-    ckpt=None,
 ) -> dict[str, Any]:
     """kNN classification of ``split`` against the training set, in fc7 space and in pixel space.
 
@@ -257,28 +266,19 @@ def evaluate_knn(
          "pixels": {...}}            # when pixels=True
 
     ``split == "train"`` is scored leave-one-out (an image is not its own
-    neighbour). Training features come from the cache beside the checkpoint.
+    neighbour). Training features come from the cache beside the checkpoint
+    (a path or a :class:`~alexnet.engine.inference.Checkpoint`).
     """
-    from .extract import cached_features, load_model_for_features
-
-    from pathlib import Path
-
-    path = Path(checkpoint)
-    if model is None or ckpt is None:
-        model, ckpt, path = load_model_for_features(checkpoint, device)
-    spaces = [layer] + (["pixels"] if pixels else [])
+    ck = Checkpoint.load(checkpoint, device)
+    kw = dict(batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     out: dict[str, Any] = {"split": split, "k": k}
-    for space in spaces:
-        train = cached_features(path, data, "train", space, model=model, ckpt=ckpt, batch_size=batch_size,
-                                workers=workers, device=device, progress=progress, cache=cache)
+    for space in [layer] + (["pixels"] if pixels else []):
+        train = cached_features(ck, data, "train", space, **kw)
         if split == "train":
             query, exclude = train, np.arange(train.count)
         else:
-            query = cached_features(path, data, split, space, model=model, ckpt=ckpt, batch_size=batch_size,
-                                    workers=workers, device=device, progress=progress, cache=cache)
-            exclude = None
-        _, ids = knn_search(query.features, train.features, k, exclude=exclude,
-                            device=next(model.parameters()).device, progress=progress)
+            query, exclude = cached_features(ck, data, split, space, **kw), None
+        _, ids = knn_search(query.features, train.features, k, exclude=exclude, device=ck.device, progress=progress)
         scores = knn_scores(query.labels, train.labels[ids], len(train.class_names) or None)
         key = "fc7" if space == layer and layer == "fc7" else ("pixels" if space == "pixels" else space)
         out[key] = {"space": space, "dim": int(train.features.shape[1]), **scores}

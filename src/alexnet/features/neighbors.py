@@ -17,32 +17,27 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data import read_meta
+from ..engine.inference import Checkpoint
 from ..errors import UserError
-from .extract import (
-    FeatureSet,
-    _class_names,
-    cached_features,
-    eval_transform,
-    layer_function,
-    load_model_for_features,
-)
+from .cache import cached_features
+from .extract import layer_function
 from .knn import knn_search
-from .predict import load_image
+from .store import FeatureSet
 
 __all__ = ["find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
            "query_picture"]
 
 
 @torch.no_grad()
-def query_features(model, ckpt, images: Sequence[str | os.PathLike], layer: str = "fc7",
+def query_features(ck: Checkpoint, images: Sequence[str | os.PathLike], layer: str = "fc7",
                    batch_size: int = 32) -> np.ndarray:
     """``Q x D`` features of image files, preprocessed as the eval transform says."""
-    fn = layer_function(model, layer)
-    dev = next(model.parameters()).device
+    fn = layer_function(ck.model, layer)
     out = []
     for s in range(0, len(images), batch_size):
-        x = torch.stack([load_image(p, ckpt, "center", model) for p in images[s : s + batch_size]])
-        out.append(fn(x.to(dev)).float().cpu().numpy())
+        x = torch.stack([ck.preprocess(p) for p in images[s : s + batch_size]])
+        out.append(fn(x.to(ck.device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -60,9 +55,10 @@ def _results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndar
 
 def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: int = 6, layer: str = "fc7",
                    device=None, batch_size: int = 256, workers: int | None = None, cache: bool = True,
-                   progress: bool = True, model=None, ckpt=None) -> list[dict[str, Any]]:
+                   progress: bool = True) -> list[dict[str, Any]]:
     """``[{"query": path, "neighbors": [{"id", "class", "label", "distance"}, ...]}]``, nearest first.
 
+    ``checkpoint``: a path or a :class:`~alexnet.engine.inference.Checkpoint`.
     ``id`` is the neighbour's position in the training split; ``distance``
     the Euclidean distance of the fc7 vectors.
     """
@@ -70,36 +66,32 @@ def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: 
         raise UserError(f"-k must be at least 1, not {k}")
     if not images:
         raise UserError("no query images given")
-    if model is None or ckpt is None:
-        model, ckpt, _ = load_model_for_features(checkpoint, device)
-    layer_function(model, layer)
+    ck = Checkpoint.load(checkpoint, device)
+    layer_function(ck.model, layer)
     for p in images:  # every query must be readable before the (long) training pass
         if not Path(p).is_file():
             raise UserError(f"image not found: {p}")
-    q = query_features(model, ckpt, list(images), layer)
-    train = cached_features(checkpoint, data, "train", layer, model=model, ckpt=ckpt, batch_size=batch_size,
-                            workers=workers, device=device, progress=progress, cache=cache)
-    dist, idx = knn_search(q, train.features, k, device=next(model.parameters()).device)
-    return _results(train, _class_names(ckpt), dist, idx, [str(p) for p in images])
+    q = query_features(ck, list(images), layer)
+    train = cached_features(ck, data, "train", layer, batch_size=batch_size, workers=workers, progress=progress,
+                            cache=cache)
+    dist, idx = knn_search(q, train.features, k, device=ck.device)
+    return _results(train, ck.class_names, dist, idx, [str(p) for p in images])
 
 
 def split_neighbors(checkpoint, data, split: str, ids: Sequence[int], *, k: int = 6, layer: str = "fc7",
                     device=None, batch_size: int = 256, workers: int | None = None, cache: bool = True,
-                    progress: bool = True, model=None, ckpt=None) -> tuple[list[dict[str, Any]], FeatureSet]:
+                    progress: bool = True) -> tuple[list[dict[str, Any]], FeatureSet]:
     """Neighbours in the training set of images ``ids`` of ``split`` (the query itself excluded when split is train)."""
-    if model is None or ckpt is None:
-        model, ckpt, _ = load_model_for_features(checkpoint, device)
-    kw = dict(model=model, ckpt=ckpt, batch_size=batch_size, workers=workers, device=device, progress=progress,
-              cache=cache)
-    train = cached_features(checkpoint, data, "train", layer, **kw)
-    qs = train if split == "train" else cached_features(checkpoint, data, split, layer, **kw)
+    ck = Checkpoint.load(checkpoint, device)
+    kw = dict(batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+    train = cached_features(ck, data, "train", layer, **kw)
+    qs = train if split == "train" else cached_features(ck, data, split, layer, **kw)
     pos = np.asarray(ids, dtype=np.int64)
     if len(pos) and (pos.min() < 0 or pos.max() >= qs.count):
         raise UserError(f"{split} has {qs.count} images; ids must be in 0..{qs.count - 1}")
     exclude = pos if split == "train" else None
-    dist, idx = knn_search(np.asarray(qs.features[pos]), train.features, k, exclude=exclude,
-                           device=next(model.parameters()).device)
-    res = _results(train, _class_names(ckpt), dist, idx, [f"{split}:{int(i)}" for i in pos])
+    dist, idx = knn_search(np.asarray(qs.features[pos]), train.features, k, exclude=exclude, device=ck.device)
+    res = _results(train, ck.class_names, dist, idx, [f"{split}:{int(i)}" for i in pos])
     for r, i in zip(res, pos):
         r["label"] = int(qs.labels[i])
         r["id"] = int(qs.ids[i])
@@ -118,10 +110,8 @@ def split_images(data, split: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
 
     from PIL import Image
 
-    from .. import data as data_mod
-
     data = Path(data)
-    meta = data_mod.read_meta(data)
+    meta = read_meta(data)
     index_path = data / f"{split}.index.npy"
     if split not in meta.get("shards", {}) or not index_path.is_file():
         raise UserError(f"{data} has no readable split {split!r}")
@@ -145,11 +135,11 @@ def split_images(data, split: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def query_picture(path, ckpt: dict[str, Any]) -> np.ndarray:
+def query_picture(path, ck: Checkpoint) -> np.ndarray:
     """An image file as the square the eval transform crops from (shorter side to ``resize``), in [0, 1]."""
     from ..data.images import BadImage, load_square
 
-    spec = eval_transform(ckpt)
+    spec = ck.transform
     try:
         arr = load_square(path, int(spec["resize"]), int(spec.get("channels", 3)))
     except BadImage as e:
@@ -163,20 +153,19 @@ def _caption(name: str, extra: str = "") -> str:
 
 
 def neighbor_panels(checkpoint, data, images: Sequence[str | os.PathLike], *, k: int = 6, device=None,
-                    workers: int | None = None, progress: bool = True, model=None, ckpt=None,
+                    workers: int | None = None, progress: bool = True,
                     results: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Query image files with their neighbours' pictures, for :func:`~alexnet.viz.figures.neighbors_figure`.
 
     ``results``: the answer of :func:`find_neighbors` for these images, when already at hand.
     """
-    if model is None or ckpt is None:
-        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    ck = Checkpoint.load(checkpoint, device)
     res = results if results is not None else find_neighbors(
-        checkpoint, data, images, k=k, device=device, workers=workers, progress=progress, model=model, ckpt=ckpt)
+        ck, data, images, k=k, workers=workers, progress=progress)
     pics = split_images(data, "train", [n["id"] for r in res for n in r["neighbors"]])
     panels = []
     for r in res:
-        q = query_picture(r["query"], ckpt)
+        q = query_picture(r["query"], ck)
         panels.append({
             "image": q, "caption": _caption(Path(r["query"]).name), "label": None,
             "neighbors": [{"image": pics[n["id"]], "caption": _caption(n["class"], f"\n{n['distance']:.3g}"),
@@ -186,22 +175,18 @@ def neighbor_panels(checkpoint, data, images: Sequence[str | os.PathLike], *, k:
 
 
 def split_neighbor_panels(checkpoint, data, split: str = "val", *, count: int = 6, ids: Sequence[int] | None = None,
-                          k: int = 6, device=None, workers: int | None = None, progress: bool = True, model=None,
-                          ckpt=None) -> list[dict[str, Any]]:
+                          k: int = 6, device=None, workers: int | None = None,
+                          progress: bool = True) -> list[dict[str, Any]]:
     """``count`` evenly spaced images of ``split`` (or ``ids``) with their neighbours' pictures."""
-    if model is None or ckpt is None:
-        model, ckpt, _ = load_model_for_features(checkpoint, device)
+    ck = Checkpoint.load(checkpoint, device)
     if ids is None:
-        from .. import data as data_mod
-
-        n = int(data_mod.read_meta(Path(data)).get("splits", {}).get(split, 0))
+        n = int(read_meta(Path(data)).get("splits", {}).get(split, 0))
         if n == 0:
             raise UserError(f"{data} has no images in split {split!r}")
         # spread over the split: with a class-sorted split, one query per region of classes
         ids = sorted(set(np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist()))
-    res, train = split_neighbors(checkpoint, data, split, ids, k=k, device=device, workers=workers,
-                                 progress=progress, model=model, ckpt=ckpt)
-    names = _class_names(ckpt)
+    res, train = split_neighbors(ck, data, split, ids, k=k, workers=workers, progress=progress)
+    names = ck.class_names
     qpics = split_images(data, split, ids)
     npics = split_images(data, "train", [n["id"] for r in res for n in r["neighbors"]])
     panels = []
