@@ -222,6 +222,7 @@ def test_bad_input_is_one_clean_line(case, argv, words, ws, tiny, capsys):
     assert not changed, changed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["info", "--num-classes", "-5"],
     ["prepare", "{raw}", "/proc/alexnet-prep"],
@@ -275,6 +276,7 @@ def test_resume_with_a_changed_model_says_what_differs(ws, tiny, capsys):
     assert "size mismatch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_without_validation_says_so(ws, tiny, capsys):
     from fault_kit import TINY
 

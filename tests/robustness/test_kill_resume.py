@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fault_kit import TALLY, TINY
 
 KILLS = 11  # one of them a timer, which may fire after the run has ended
@@ -24,6 +26,7 @@ KILLS = 11  # one of them a timer, which may fire after the run has ended
 OVERRIDES = TINY + ["run.epochs=2", "run.checkpoint_steps=2", "run.threads=1"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
     spec = {"data": str(tiny.prep), "overrides": OVERRIDES, "work": str(tmp_path), "seed": 14, "kills": KILLS,
             "disk_step": 5, "results": str(tmp_path / "results.json")}

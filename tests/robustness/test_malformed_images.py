@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from alexnet.data import prepare
 from alexnet.data.prepare import read_skipped
@@ -29,6 +30,7 @@ def skipped_paths(out) -> dict[str, str]:
     return {os.fsdecode(bytes.fromhex(e["path_hex"])) if "path_hex" in e else e["path"]: e["reason"] for e in entries}
 
 
+@pytest.mark.slow
 def test_corpus_through_prepare_and_predict(tiny, tmp_path):
     items = corpus.build(tmp_path / "src")
     assert len(items) >= 200
