@@ -20,3 +20,26 @@ def trained(tmp_path_factory):
 
     return train_builtin(tmp_path_factory.mktemp("trained"))
 # ---- end inference and engine ----
+
+
+# ---- models: shared by test_models.py and test_lrn_kernel.py (added with the forward refactor, issue 13) ----
+def _lrn_reference(x, size, alpha, beta, k, groups=1):
+    """The paper's LRN formula evaluated directly, in float64, one channel at a time."""
+    x = x.double()
+    n, c, h, w = x.shape
+    cg = c // groups
+    out = torch.empty_like(x)
+    for ch in range(c):
+        g0 = (ch // cg) * cg
+        lo = max(g0, ch - (size - 1) // 2)
+        hi = min(g0 + cg - 1, ch + size // 2)
+        s = (x[:, lo : hi + 1] ** 2).sum(1)
+        out[:, ch] = x[:, ch] / (k + alpha * s) ** beta
+    return out
+
+
+@pytest.fixture
+def lrn_reference():
+    """``lrn_reference(x, size, alpha, beta, k, groups=1)``: the paper's formula in float64."""
+    return _lrn_reference
+# ---- end models ----

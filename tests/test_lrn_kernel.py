@@ -12,7 +12,6 @@ from alexnet import models
 from alexnet.models import lrn_kernel
 from alexnet.errors import UserError
 from alexnet.models.lrn import local_response_norm
-from test_models import lrn_reference
 
 
 def use(monkeypatch, choice):
@@ -39,7 +38,7 @@ def layouts(x):
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("size", [5, 3, 4, 1])
 @pytest.mark.parametrize("k", [2.0, 0.0])
-def test_forward_matches_formula(impl, groups, size, k):
+def test_forward_matches_formula(impl, groups, size, k, lrn_reference):
     x = torch.randn(3, 40, 5, 7, dtype=torch.float64) * 30  # 35 pixels: two full tiles and a partial one
     want = lrn_reference(x, size, 1e-4, 0.75, k, groups)
     for xx in layouts(x):
@@ -51,7 +50,7 @@ def test_forward_matches_formula(impl, groups, size, k):
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])
-def test_backward_matches_autograd_of_formula(impl, beta):
+def test_backward_matches_autograd_of_formula(impl, beta, lrn_reference):
     g = torch.randn(2, 24, 3, 5, dtype=torch.float64)
     for groups, size, k in ((1, 5, 2.0), (2, 5, 2.0), (2, 4, 1.0), (3, 3, 0.0)):
         x = torch.randn(2, 24, 3, 5, dtype=torch.float64) * 20
@@ -68,7 +67,7 @@ def test_gradcheck(impl):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_inputs_and_odd_strides(impl, dtype):
+def test_half_inputs_and_odd_strides(impl, dtype, lrn_reference):
     x = torch.randn(4, 64, 9, 9) * 10
     want = lrn_reference(x.to(dtype), 5, 1e-4, 0.75, 2.0, 2)
     got = local_response_norm(x.to(dtype), 5, 1e-4, 0.75, 2.0, 2)
@@ -79,6 +78,7 @@ def test_half_inputs_and_odd_strides(impl, dtype):
                                lrn_reference(sliced, 5, 1e-4, 0.75, 2.0, 2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fused_and_torch_agree_on_a_training_step(monkeypatch):
     """One bf16 channels-last step of the paper's network gives the same grads both ways."""
     grads = {}
@@ -96,7 +96,7 @@ def test_fused_and_torch_agree_on_a_training_step(monkeypatch):
     torch.testing.assert_close(grads["fused"], grads["torch"], rtol=0.05, atol=0.05 * grads["torch"].abs().max().item())
 
 
-def test_build_failure_falls_back_with_a_warning(monkeypatch):
+def test_build_failure_falls_back_with_a_warning(monkeypatch, lrn_reference):
     def broken():
         raise RuntimeError("no compiler here")
 
@@ -115,6 +115,7 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch):
         local_response_norm(x)
 
 
+@pytest.mark.slow
 def test_bad_kernel_choice_is_named(monkeypatch):
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fast")
     with pytest.raises(UserError, match="ALEXNET_LRN_KERNEL must be one of auto, torch, fused, not 'fast'"):
@@ -133,6 +134,7 @@ def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
     assert lrn_kernel.build_name() != a and lrn_kernel.build_name().startswith("alexnet_lrn_cpu_")
 
 
+@pytest.mark.slow
 def test_fused_kernel_traces_under_torch_compile(monkeypatch):
     """The kernel is a custom op with a fake impl and autograd: compile keeps it, no graph break."""
     use(monkeypatch, "fused")

@@ -11,22 +11,8 @@ from alexnet import models
 from alexnet.cli.main import main as cli
 from alexnet.models.lrn import local_response_norm
 
-PARAMS = {"alexnet": 60_965_224, "alexnet-caffe": 60_965_224, "alexnet-owt": 61_100_840}
-
-
-def lrn_reference(x, size, alpha, beta, k, groups=1):
-    """The paper's formula evaluated directly, in float64, one channel at a time."""
-    x = x.double()
-    n, c, h, w = x.shape
-    cg = c // groups
-    out = torch.empty_like(x)
-    for ch in range(c):
-        g0 = (ch // cg) * cg
-        lo = max(g0, ch - (size - 1) // 2)
-        hi = min(g0 + cg - 1, ch + size // 2)
-        s = (x[:, lo : hi + 1] ** 2).sum(1)
-        out[:, ch] = x[:, ch] / (k + alpha * s) ** beta
-    return out
+# At each variant's own input size and class count (alexnet-small: 32 px, 10 classes).
+PARAMS = {"alexnet": 60_965_224, "alexnet-caffe": 60_965_224, "alexnet-owt": 61_100_840, "alexnet-small": 1_011_978}
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -68,7 +54,7 @@ def test_small_shapes():
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("size", [5, 3, 4])
-def test_lrn_matches_formula(groups, size):
+def test_lrn_matches_formula(groups, size, lrn_reference):
     x = torch.randn(3, 96, 5, 5) * 30  # large enough that the normalization bites
     got = local_response_norm(x, size, 1e-4, 0.75, 2.0, groups)
     want = lrn_reference(x, size, 1e-4, 0.75, 2.0, groups)
@@ -98,7 +84,7 @@ def test_lrn_tower_boundary():
     assert not torch.allclose(caffe.norm1(x2)[:, 48], caffe.norm1(x)[:, 48])  # Caffe mixes towers
 
 
-def test_lrn_backward_matches_autograd_reference():
+def test_lrn_backward_matches_autograd_reference(lrn_reference):
     x = (torch.randn(2, 12, 3, 3, dtype=torch.float64) * 20).requires_grad_()
     g = torch.randn(2, 12, 3, 3, dtype=torch.float64)
     for groups, size in ((1, 5), (2, 5), (2, 4)):
@@ -107,12 +93,20 @@ def test_lrn_backward_matches_autograd_reference():
         torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
 
 
-def test_lrn_keeps_dtype_under_autocast():
-    x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
-    assert local_response_norm(x).dtype == torch.bfloat16
+def test_lrn_under_autocast_keeps_dtype_and_float32_accuracy(lrn_reference):
+    conv = torch.nn.Conv2d(3, 32, 3)
+    x = torch.randn(4, 3, 8, 8) * 30  # large enough that the normalization bites
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = conv(x)
+        y = local_response_norm(a, 5, 1e-4, 0.75, 2.0, 2)
+    assert a.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
+    # Computed in float32 and rounded once to bf16 (8 significant bits); the
+    # same formula in bf16 is off by about 10%.
+    want = lrn_reference(a, 5, 1e-4, 0.75, 2.0, 2)
+    torch.testing.assert_close(y.double(), want, rtol=2**-7, atol=1e-3)
 
 
-def two_tower_reference(m, x):
+def two_tower_reference(m, x, lrn_reference):
     """The paper's network written as two explicit towers (one per GPU)."""
     def split(conv, t):  # weights of tower t of a conv layer
         n = conv.out_channels // 2
@@ -139,14 +133,15 @@ def two_tower_reference(m, x):
     return F.linear(h, m.fc8.weight, m.fc8.bias)
 
 
-def test_grouped_net_equals_two_towers():
+@pytest.mark.slow
+def test_grouped_net_equals_two_towers(lrn_reference):
     m = models.create("alexnet", num_classes=20).eval()
     with torch.no_grad():  # larger weights so LRN and every layer matter
         for p in m.parameters():
             p.mul_(5.0)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        got, want = m(x), two_tower_reference(m, x)
+        got, want = m(x), two_tower_reference(m, x, lrn_reference)
     assert want.abs().max() > 1e-3
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
@@ -184,17 +179,38 @@ def test_caffe_init_statistics():
         assert torch.allclose(getattr(m, name).bias, torch.full_like(getattr(m, name).bias, b)), name
 
 
-def test_dropout_after_relu_in_paper_before_fc_in_owt():
-    x = torch.randn(2, 3, 224, 224)
-    for name, before in (("alexnet", False), ("alexnet-owt", True)):
-        m = models.create(name, num_classes=5)
-        assert m.cfg.dropout_before_fc is before
-        m.train()
-        feats = m.extract(x, ("fc7",))["fc7"]
-        assert (feats >= 0).all()  # fc7 is taken after the ReLU and before dropout
+def _dropped(seen: torch.Tensor, kept: torch.Tensor, p: float = 0.5) -> bool:
+    """Whether ``seen`` is ``kept`` through dropout p (some units zeroed, the rest scaled by 1/(1-p)), not ``kept`` itself."""
+    if torch.equal(seen, kept):
+        return False
+    torch.testing.assert_close(seen, kept * (seen != 0) / (1 - p))
+    return True
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name, options, before", [("alexnet", {}, False), ("alexnet-small", {}, False),
+                                                   ("alexnet-owt", {"width": 0.25}, True)])
+def test_dropout_after_relu_in_paper_before_fc_in_owt(name, options, before):
+    """The paper drops fc6's and fc7's outputs (fc8 sees a dropped fc7); torchvision drops fc6's and fc7's inputs."""
+    m = models.create(name, num_classes=5, **options).train()
+    assert m.cfg.dropout_before_fc is before
+    seen = {}
+    for layer in ("fc6", "fc7", "fc8"):
+        getattr(m, layer).register_forward_hook(lambda mod, inp, out, layer=layer: seen.update({layer: (inp[0], out)}))
+    s = m.cfg.input_size
+    x = torch.randn(2, 3, s, s) * m.cfg.input_scale
+    with torch.no_grad():
+        m(x)
+        run = dict(seen)
+        features = m.forward_features(x).flatten(1)  # nothing random before fc6
+        fc7 = m.extract(x, ("fc7",))["fc7"]
+    assert _dropped(run["fc6"][0], features) is before  # dropout on pool5's features
+    assert _dropped(run["fc8"][0], F.relu(run["fc7"][1])) is not before  # dropout on fc7's output
+    assert _dropped(run["fc7"][0], F.relu(run["fc6"][1]))  # between fc6 and fc7 in both
+    assert torch.equal(fc7, F.relu(seen["fc7"][1]))  # extract's fc7: after the ReLU, before dropout
+
+
+@pytest.mark.parametrize("name", [n if n == "alexnet-small" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in models.names()])
 def test_forward_backward_and_eval_determinism(name):
     m = models.create(name, num_classes=7)
     s = m.cfg.input_size
@@ -257,3 +273,22 @@ def test_info_unknown_model(capsys):
     assert cli(["info", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "alexnet-owt" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ refused combinations
+def test_refused_combinations():
+    with pytest.raises(ValueError, match="alexnet-owt has no LRN layer, so lrn=on cannot be honoured"):
+        models.create("alexnet-owt", lrn="on")
+    with pytest.raises(ValueError, match="alexnet-owt has no LRN layer"):
+        models.config_with(models.CONFIGS["alexnet-owt"], lrn=True)
+    assert models.create("alexnet-owt", lrn="off", width=0.25).cfg.lrn is None  # nothing to turn off: honoured
+    with pytest.raises(ValueError, match="bias .* init=torch"):
+        models.create("alexnet-owt", bias=0.0)
+    m = models.create("alexnet-owt", bias=0.5, init="paper", width=0.25)  # an init with constant biases: honoured
+    assert torch.all(m.fc6.bias == 0.5)
+    with pytest.raises(ValueError, match="lrn must be on or off"):
+        models.create("alexnet", lrn="maybe")
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        models.create("alexnet-small", init="xavier")
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        models.create("alexnet-small", dropout=1.0)

@@ -1,4 +1,4 @@
-"""The AlexNet family: one configurable network, each variant a config.
+"""The AlexNet family: one network, each variant a config.
 
 The paper's network (variant ``alexnet``), Figure 2 of Krizhevsky et al. 2012,
 for a 224 x 224 input:
@@ -21,13 +21,14 @@ Layers are attributes named as in the paper (``conv1`` ... ``fc8``), so
 ``extract(x, layers=("fc7",))`` takes activations by name. Activation names:
 ``conv{i}`` (after the nonlinearity), ``norm{i}`` (after LRN), ``pool{i}``,
 ``fc6``/``fc7`` (after the nonlinearity, before dropout) and ``fc8`` (logits).
+The forward is one walk over named steps (:meth:`AlexNet.steps`);
+``forward_features``, ``forward_head`` and ``extract`` each run a part of it.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -35,17 +36,23 @@ import torch.nn.functional as F
 
 from .lrn import LocalResponseNorm
 
+CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FC_NAMES = ("fc6", "fc7", "fc8")
+_HIDDEN = ("avgpool", "flatten", "drop")  # steps of the walk that extract() does not name
+
 
 @dataclass(frozen=True)
 class ConvSpec:
-    out_channels: int
+    """One conv layer of the family and what follows it."""
+
+    out_channels: int  # at width 1, all towers together
     kernel: int
     stride: int = 1
     padding: int = 0
-    groups: int = 1
-    norm: bool = False  # LRN after the nonlinearity
+    own_tower: bool = False  # sees only its own tower's channels (groups = towers)
+    lrn: bool = False  # LRN after the nonlinearity (when the config has an LRN)
     pool: bool = False  # max-pool after (LRN and) the nonlinearity
-    bias: float = 0.0  # constant bias init (paper/caffe init)
+    bias: float = 0.0  # constant bias init (paper, caffe and kaiming inits)
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,12 @@ class LRNSpec:
 
 @dataclass(frozen=True)
 class AlexNetConfig:
-    """Everything that tells one AlexNet-family network from another."""
+    """Everything that tells one AlexNet-family network from another: five conv rows, fc6/fc7, fc8."""
 
     name: str
     convs: tuple[ConvSpec, ...]
-    fc: tuple[int, ...] = (4096, 4096)
-    fc_bias: tuple[float, ...] = (1.0, 1.0)  # constant bias of fc6, fc7 (paper init)
+    fc: tuple[int, int] = (4096, 4096)  # units of fc6, fc7 at width 1
+    fc_bias: tuple[float, float] = (1.0, 1.0)  # constant bias of fc6, fc7 (paper init)
     input_size: int = 224
     in_channels: int = 3
     num_classes: int = 1000
@@ -80,11 +87,9 @@ class AlexNetConfig:
     init_std: float = 0.01
     fc_init_std: float = 0.01
     width: float = 1.0
-    towers: int = 2  # the paper's two GPUs; per-tower LRN splits channels this many ways
+    towers: int = 2  # 2: the paper's two GPUs (grouped own-tower convs, LRN per tower); 1: one tower
     # Key names in state_dict() when they must match another library's (alexnet-owt).
     state_dict_names: tuple[tuple[str, str], ...] = ()
-    description: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def input_scale(self) -> float:
@@ -96,6 +101,14 @@ class AlexNetConfig:
         """
         return 255.0 if self.init in ("paper", "caffe") else 1.0
 
+    @property
+    def has_lrn(self) -> bool:
+        """Whether the network has LRN layers (an LRN spec, and rows that put one)."""
+        return self.lrn is not None and any(c.lrn for c in self.convs)
+
+
+INITS = ("paper", "caffe", "kaiming", "torch")
+
 
 def _act(name: str):
     if name == "relu":
@@ -105,9 +118,51 @@ def _act(name: str):
     raise ValueError(f"unknown activation {name!r} (choose relu or tanh)")
 
 
-def _scaled(channels: int, width: float, groups: int) -> int:
-    c = max(groups, int(round(channels * width)))
-    return int(math.ceil(c / groups) * groups)
+def conv_channels(cfg: AlexNetConfig) -> list[int]:
+    """Output channels of conv1..conv5 at the config's width (own-tower layers: a whole number per tower)."""
+    out = []
+    for name, spec in zip(CONV_NAMES, cfg.convs):
+        c = max(1, int(round(spec.out_channels * cfg.width)))
+        if spec.own_tower:
+            c = -(-c // cfg.towers) * cfg.towers
+        out.append(c)
+    return out
+
+
+def _fc_units(cfg: AlexNetConfig) -> tuple[int, int]:
+    return tuple(max(1, int(round(u * cfg.width))) for u in cfg.fc)
+
+
+def _feature_side(cfg: AlexNetConfig) -> int:
+    """Side of the last feature map (what fc6 sees)."""
+    if cfg.adaptive_pool:
+        return cfg.adaptive_pool
+    s = cfg.input_size
+    for spec in cfg.convs:
+        s = (s + 2 * spec.padding - spec.kernel) // spec.stride + 1
+        if spec.pool:
+            s = (s - cfg.pool_kernel) // cfg.pool_stride + 1
+    if s < 1:
+        raise ValueError(f"{cfg.name}: input size {cfg.input_size} is too small for this network")
+    return s
+
+
+def check(cfg: AlexNetConfig) -> None:
+    """Refuse a config the network cannot honour, with a one-line ValueError naming it."""
+    if len(cfg.convs) != 5 or len(cfg.fc) != 2 or len(cfg.fc_bias) != 2:
+        raise ValueError(f"{cfg.name}: an AlexNet has 5 conv rows and 2 hidden fc layers, "
+                         f"not {len(cfg.convs)} and {len(cfg.fc)}")
+    if cfg.lrn is not None and not cfg.has_lrn:
+        raise ValueError(f"{cfg.name} has no LRN layer, so lrn=on cannot be honoured (leave lrn unset, or off)")
+    if cfg.init not in INITS:
+        raise ValueError(f"unknown init {cfg.init!r} (choose {', '.join(INITS)})")
+    _act(cfg.activation)
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), not {cfg.dropout}")
+    if cfg.width <= 0:
+        raise ValueError(f"width must be positive, not {cfg.width}")
+    conv_channels(cfg)
+    _feature_side(cfg)
 
 
 class AlexNet(nn.Module):
@@ -115,73 +170,108 @@ class AlexNet(nn.Module):
 
     def __init__(self, cfg: AlexNetConfig) -> None:
         super().__init__()
+        check(cfg)
         self.cfg = cfg
         self.act = _act(cfg.activation)
-        self.num_conv = len(cfg.convs)
-        self.num_fc = len(cfg.fc) + 1
-        in_ch = cfg.in_channels
-        widths = []
-        for i, spec in enumerate(cfg.convs, 1):
-            out_ch = _scaled(spec.out_channels, cfg.width, spec.groups)
-            widths.append(out_ch)
-            setattr(self, f"conv{i}", nn.Conv2d(in_ch, out_ch, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
-            if spec.norm and cfg.lrn is not None:
-                lrn = cfg.lrn
+        widths = conv_channels(cfg)
+        ins = (cfg.in_channels, *widths[:-1])
+        self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = (
+            nn.Conv2d(i, o, s.kernel, s.stride, s.padding, groups=cfg.towers if s.own_tower else 1)
+            for i, o, s in zip(ins, widths, cfg.convs))
+        side = _feature_side(cfg)
+        f6, f7 = _fc_units(cfg)
+        self.fc6 = nn.Linear(widths[-1] * side * side, f6)
+        self.fc7 = nn.Linear(f6, f7)
+        self.fc8 = nn.Linear(f7, cfg.num_classes)
+        self.num_features = f7
+        self._feature_steps, self._head_steps = self.steps(cfg)
+        self._pre_logits_steps = self._head_steps[: self._head_steps.index(("fc7", True)) + 1]
+        # The parameter-free layers, where the steps put them.
+        lrn = cfg.lrn
+        for name, _ in self._feature_steps:
+            if name.startswith("norm"):
                 # conv1 has groups=1, yet each tower holds half its kernels: the
                 # window is per tower whenever per_tower is set.
-                g = cfg.towers if lrn.per_tower else 1
-                setattr(self, f"norm{i}", LocalResponseNorm(lrn.size, lrn.alpha, lrn.beta, lrn.k, g, lrn.alpha_per_channel))
-            if spec.pool:
-                setattr(self, f"pool{i}", nn.MaxPool2d(cfg.pool_kernel, cfg.pool_stride))
-            in_ch = out_ch
-        self.feature_channels = in_ch
+                groups = cfg.towers if lrn.per_tower else 1
+                self.add_module(name, LocalResponseNorm(lrn.size, lrn.alpha, lrn.beta, lrn.k, groups, lrn.alpha_per_channel))
+            elif name.startswith("pool"):
+                self.add_module(name, nn.MaxPool2d(cfg.pool_kernel, cfg.pool_stride))
         self.avgpool = nn.AdaptiveAvgPool2d(cfg.adaptive_pool) if cfg.adaptive_pool else None
-        self.feature_size = self._feature_hw()
-        in_f = in_ch * self.feature_size * self.feature_size
-        first_fc = self.num_conv + 1
-        for j, units in enumerate(cfg.fc):
-            units = _scaled(units, cfg.width, 1)
-            setattr(self, f"fc{first_fc + j}", nn.Linear(in_f, units))
-            in_f = units
-        self.num_features = in_f
-        self.head_name = f"fc{first_fc + len(cfg.fc)}"
-        setattr(self, self.head_name, nn.Linear(in_f, cfg.num_classes))
+        self.flatten = nn.Flatten(1)
         self.drop = nn.Dropout(cfg.dropout)
         self.reset_parameters()
         if cfg.state_dict_names:
             self._install_key_map(dict(cfg.state_dict_names))
 
-    # ----------------------------------------------------------------- shape
-    def _feature_hw(self) -> int:
-        if self.cfg.adaptive_pool:
-            return self.cfg.adaptive_pool
-        s = self.cfg.input_size
-        for spec in self.cfg.convs:
-            s = (s + 2 * spec.padding - spec.kernel) // spec.stride + 1
+    # ------------------------------------------------------------ the walk
+    @staticmethod
+    def steps(cfg: AlexNetConfig) -> tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]:
+        """The forward pass as ``(layer, nonlinearity after it)`` steps: the features part, the head part."""
+        features = []
+        for name, spec in zip(CONV_NAMES, cfg.convs):
+            i = name[-1]
+            features.append((name, True))
+            if spec.lrn and cfg.lrn is not None:
+                features.append((f"norm{i}", False))
             if spec.pool:
-                s = (s - self.cfg.pool_kernel) // self.cfg.pool_stride + 1
-        if s < 1:
-            raise ValueError(f"{self.cfg.name}: input size {self.cfg.input_size} is too small for this network")
-        return s
+                features.append((f"pool{i}", False))
+        if cfg.adaptive_pool:
+            features.append(("avgpool", False))
+        head = [("flatten", False)]
+        for name in FC_NAMES[:2]:
+            if cfg.dropout_before_fc:  # torchvision: dropout on the inputs of fc6, fc7
+                head.append(("drop", False))
+            head.append((name, True))
+            if not cfg.dropout_before_fc:  # the paper: dropout on the outputs of fc6, fc7
+                head.append(("drop", False))
+        head.append(("fc8", False))
+        return tuple(features), tuple(head)
 
-    @property
-    def conv_names(self) -> list[str]:
-        return [f"conv{i}" for i in range(1, self.num_conv + 1)]
+    def _walk(self, x: torch.Tensor, steps, taps: dict | None = None) -> torch.Tensor:
+        """Run ``steps`` on ``x``; the activations named in ``taps`` are stored there."""
+        for name, act in steps:
+            x = getattr(self, name)(x)
+            if act:
+                x = self.act(x)
+            if taps is not None and name in taps:
+                taps[name] = x
+        return x
 
-    @property
-    def fc_names(self) -> list[str]:
-        return [f"fc{self.num_conv + j}" for j in range(1, self.num_fc + 1)]
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last pooled feature map (``N x C x 6 x 6`` for ``alexnet``)."""
+        return self._walk(x, self._feature_steps)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """From ``forward_features`` output to logits (or to fc7 with ``pre_logits``)."""
+        return self._walk(x, self._pre_logits_steps if pre_logits else self._head_steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def extract(self, x: torch.Tensor, layers: Iterable[str] = ("fc7",)) -> dict[str, torch.Tensor]:
+        """Activations by layer name, in forward order, e.g. ``extract(x, ("conv1", "fc7"))``."""
+        layers = tuple(layers)
+        known = self.layer_names()
+        bad = [n for n in layers if n not in known]
+        if bad:
+            raise ValueError(f"unknown layer(s) {', '.join(bad)}; known: {', '.join(known)}")
+        steps = self._feature_steps + self._head_steps
+        last = max(layers, key=known.index)
+        taps = dict.fromkeys(layers)
+        self._walk(x, steps[: [n for n, _ in steps].index(last) + 1], taps)
+        return {n: taps[n] for n in known if n in taps}
 
     def layer_names(self) -> list[str]:
         """Every activation name ``extract`` accepts, in forward order."""
-        names = []
-        for i in range(1, self.num_conv + 1):
-            names.append(f"conv{i}")
-            if hasattr(self, f"norm{i}"):
-                names.append(f"norm{i}")
-            if hasattr(self, f"pool{i}"):
-                names.append(f"pool{i}")
-        return names + self.fc_names
+        return [name for name, _ in self._feature_steps + self._head_steps if name not in _HIDDEN]
+
+    @property
+    def conv_names(self) -> list[str]:
+        return list(CONV_NAMES)
+
+    @property
+    def fc_names(self) -> list[str]:
+        return list(FC_NAMES)
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -192,96 +282,26 @@ class AlexNet(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     m.reset_parameters()
             return
-        if cfg.init not in ("paper", "caffe", "kaiming"):
-            raise ValueError(f"unknown init {cfg.init!r} (choose paper, caffe, kaiming or torch)")
-        for i, spec in enumerate(cfg.convs, 1):
-            conv = getattr(self, f"conv{i}")
+        for name, spec in zip(CONV_NAMES, cfg.convs):
+            conv = getattr(self, name)
             if cfg.init == "kaiming":
                 nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             else:
                 conv.weight.normal_(0.0, cfg.init_std)
             conv.bias.fill_(spec.bias)
-        fcs = self.fc_names
-        for name, b in zip(fcs[:-1], cfg.fc_bias):
-            fc = getattr(self, name)
+        for fc, b in zip((self.fc6, self.fc7), cfg.fc_bias):
             if cfg.init == "kaiming":
                 nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
             else:
                 fc.weight.normal_(0.0, cfg.fc_init_std)
             fc.bias.fill_(b)
-        head = getattr(self, fcs[-1])
-        head.weight.normal_(0.0, cfg.init_std)
-        head.bias.zero_()
+        self._init_head()
 
-    # --------------------------------------------------------------- forward
-    def _trace(self, x: torch.Tensor, stop: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        """Run the network, yielding ``(name, activation)``; stop after ``stop``."""
-        for i in range(1, self.num_conv + 1):
-            x = self.act(getattr(self, f"conv{i}")(x))
-            yield f"conv{i}", x
-            if stop == f"conv{i}":
-                return
-            for kind in ("norm", "pool"):
-                mod = getattr(self, f"{kind}{i}", None)
-                if mod is not None:
-                    x = mod(x)
-                    yield f"{kind}{i}", x
-                    if stop == f"{kind}{i}":
-                        return
-        if self.avgpool is not None:
-            x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        fcs = self.fc_names
-        for name in fcs[:-1]:
-            if self.cfg.dropout_before_fc:
-                x = self.drop(x)
-            x = self.act(getattr(self, name)(x))
-            yield name, x
-            if stop == name:
-                return
-            if not self.cfg.dropout_before_fc:
-                x = self.drop(x)
-        yield fcs[-1], getattr(self, fcs[-1])(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last pooled feature map (``N x C x 6 x 6`` for ``alexnet``)."""
-        for i in range(1, self.num_conv + 1):
-            x = self.act(getattr(self, f"conv{i}")(x))
-            norm, pool = getattr(self, f"norm{i}", None), getattr(self, f"pool{i}", None)
-            if norm is not None:
-                x = norm(x)
-            if pool is not None:
-                x = pool(x)
-        if self.avgpool is not None:
-            x = self.avgpool(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """From ``forward_features`` output to logits (or to fc7 with ``pre_logits``)."""
-        x = torch.flatten(x, 1)
-        fcs = self.fc_names
-        for name in fcs[:-1]:
-            if self.cfg.dropout_before_fc:
-                x = self.drop(x)
-            x = self.act(getattr(self, name)(x))
-            if pre_logits and name == fcs[-2]:
-                return x
-            if not self.cfg.dropout_before_fc:
-                x = self.drop(x)
-        return getattr(self, fcs[-1])(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def extract(self, x: torch.Tensor, layers: Iterable[str] = ("fc7",)) -> dict[str, torch.Tensor]:
-        """Activations by layer name, e.g. ``extract(x, ("conv1", "fc7"))``."""
-        layers = tuple(layers)
-        known = self.layer_names()
-        bad = [n for n in layers if n not in known]
-        if bad:
-            raise ValueError(f"unknown layer(s) {', '.join(bad)}; known: {', '.join(known)}")
-        last = max(layers, key=known.index)
-        return {n: t for n, t in self._trace(x, stop=last) if n in layers}
+    @torch.no_grad()
+    def _init_head(self) -> None:
+        if self.cfg.init != "torch":
+            self.fc8.weight.normal_(0.0, self.cfg.init_std)
+            self.fc8.bias.zero_()
 
     # ------------------------------------------- foreign state_dict key names
     def _install_key_map(self, ours_to_theirs: dict[str, str]) -> None:
@@ -307,6 +327,10 @@ class AlexNet(nn.Module):
         self._register_load_state_dict_pre_hook(load_hook)
 
 
+_ON = ("on", "true", "1", "yes")
+_OFF = ("off", "false", "0", "no")
+
+
 def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
     """Apply the user-facing options every variant takes to a config.
 
@@ -314,16 +338,18 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
     ``dropout``: p; ``width``: channel multiplier; ``activation``: relu | tanh;
     ``bias``: the constant of the biases the paper sets to 1;
     ``num_classes``, ``in_channels``, ``input_size``, ``init``.
+    A combination the network cannot honour (``lrn=on`` where the variant has
+    no LRN layer, ``bias`` with ``init=torch``) is refused with a ValueError naming it.
     """
     kw = {}
     for key, value in overrides.items():
         if value is None:
             continue
         if key == "lrn":
-            on = value if isinstance(value, bool) else str(value).lower() in ("on", "true", "1", "yes")
-            if str(value).lower() not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+            v = str(value).lower()
+            if v not in _ON + _OFF:
                 raise ValueError(f"lrn must be on or off, not {value!r}")
-            kw["lrn"] = (cfg.lrn or LRNSpec()) if on else None
+            kw["lrn"] = (cfg.lrn or LRNSpec()) if v in _ON else None
         elif key == "pool":
             v = str(value).lower()
             if v in ("overlap", "3/2", "overlapping"):
@@ -348,8 +374,9 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
             kw["init"] = str(value)
         else:
             raise ValueError(f"unknown model option {key!r}")
-    if "dropout" in kw and not 0.0 <= kw["dropout"] < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), not {kw['dropout']}")
-    if "width" in kw and kw["width"] <= 0:
-        raise ValueError(f"width must be positive, not {kw['width']}")
-    return replace(cfg, **kw)
+    out = replace(cfg, **kw)
+    if "bias" in overrides and overrides["bias"] is not None and out.init == "torch":
+        raise ValueError(f"bias sets the constant biases of the paper's init, but {cfg.name} uses init=torch, "
+                         f"which draws them: pass init=paper, caffe or kaiming with it")
+    check(out)
+    return out

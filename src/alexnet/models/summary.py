@@ -29,8 +29,8 @@ def summarize(model: nn.Module, input_size: int | None = None) -> dict:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for name, out in model._trace(x):
-            mod = getattr(model, name, None)
+        for name, out in model.extract(x, model.layer_names()).items():
+            mod = getattr(model, name)
             params, macs = 0, 0
             if isinstance(mod, nn.Conv2d):
                 params = sum(p.numel() for p in mod.parameters())

@@ -58,41 +58,39 @@ from .registry import register
 PAPER = AlexNetConfig(
     name="alexnet",
     convs=(
-        ConvSpec(96, 11, 4, 2, groups=1, norm=True, pool=True, bias=0.0),
-        ConvSpec(256, 5, 1, 2, groups=2, norm=True, pool=True, bias=1.0),
-        ConvSpec(384, 3, 1, 1, groups=1, bias=0.0),
-        ConvSpec(384, 3, 1, 1, groups=2, bias=1.0),
-        ConvSpec(256, 3, 1, 1, groups=2, pool=True, bias=1.0),
+        ConvSpec(out_channels=96, kernel=11, stride=4, padding=2, lrn=True, pool=True),
+        ConvSpec(out_channels=256, kernel=5, padding=2, own_tower=True, lrn=True, pool=True, bias=1.0),
+        ConvSpec(out_channels=384, kernel=3, padding=1),
+        ConvSpec(out_channels=384, kernel=3, padding=1, own_tower=True, bias=1.0),
+        ConvSpec(out_channels=256, kernel=3, padding=1, own_tower=True, pool=True, bias=1.0),
     ),
     input_size=224,
-    description="the 2012 paper's network: two towers, per-tower LRN, overlapping pooling",
 )
 
 CAFFE = AlexNetConfig(
     name="alexnet-caffe",
     convs=(
-        ConvSpec(96, 11, 4, 0, groups=1, norm=True, pool=True, bias=0.0),
-        ConvSpec(256, 5, 1, 2, groups=2, norm=True, pool=True, bias=0.1),
-        ConvSpec(384, 3, 1, 1, groups=1, bias=0.0),
-        ConvSpec(384, 3, 1, 1, groups=2, bias=0.1),
-        ConvSpec(256, 3, 1, 1, groups=2, pool=True, bias=0.1),
+        ConvSpec(out_channels=96, kernel=11, stride=4, padding=0, lrn=True, pool=True),
+        ConvSpec(out_channels=256, kernel=5, padding=2, own_tower=True, lrn=True, pool=True, bias=0.1),
+        ConvSpec(out_channels=384, kernel=3, padding=1),
+        ConvSpec(out_channels=384, kernel=3, padding=1, own_tower=True, bias=0.1),
+        ConvSpec(out_channels=256, kernel=3, padding=1, own_tower=True, pool=True, bias=0.1),
     ),
     fc_bias=(0.1, 0.1),
     input_size=227,
     lrn=LRNSpec(size=5, alpha=1e-4, beta=0.75, k=1.0, alpha_per_channel=True, per_tower=False),
     init="caffe",
     fc_init_std=0.005,
-    description="BVLC bvlc_alexnet: 227 input, LRN k=1 alpha/n over all channels, biases 0.1",
 )
 
 OWT = AlexNetConfig(
     name="alexnet-owt",
     convs=(
-        ConvSpec(64, 11, 4, 2, pool=True),
-        ConvSpec(192, 5, 1, 2, pool=True),
-        ConvSpec(384, 3, 1, 1),
-        ConvSpec(256, 3, 1, 1),
-        ConvSpec(256, 3, 1, 1, pool=True),
+        ConvSpec(out_channels=64, kernel=11, stride=4, padding=2, pool=True),
+        ConvSpec(out_channels=192, kernel=5, padding=2, own_tower=True, pool=True),
+        ConvSpec(out_channels=384, kernel=3, padding=1),
+        ConvSpec(out_channels=256, kernel=3, padding=1, own_tower=True),
+        ConvSpec(out_channels=256, kernel=3, padding=1, own_tower=True, pool=True),
     ),
     input_size=224,
     lrn=None,
@@ -110,35 +108,45 @@ OWT = AlexNetConfig(
         ("fc7", "classifier.4"),
         ("fc8", "classifier.6"),
     ),
-    description="torchvision's single-tower AlexNet ('One weird trick'); loads torchvision weights",
 )
 
 SMALL = AlexNetConfig(
     name="alexnet-small",
     convs=(
-        ConvSpec(48, 5, 1, 2, groups=1, norm=True, pool=True, bias=0.0),
-        ConvSpec(96, 5, 1, 2, groups=2, norm=True, pool=True, bias=1.0),
-        ConvSpec(128, 3, 1, 1, groups=1, bias=0.0),
-        ConvSpec(128, 3, 1, 1, groups=2, bias=1.0),
-        ConvSpec(96, 3, 1, 1, groups=2, pool=True, bias=1.0),
+        ConvSpec(out_channels=48, kernel=5, padding=2, lrn=True, pool=True),
+        ConvSpec(out_channels=96, kernel=5, padding=2, own_tower=True, lrn=True, pool=True, bias=1.0),
+        ConvSpec(out_channels=128, kernel=3, padding=1),
+        ConvSpec(out_channels=128, kernel=3, padding=1, own_tower=True, bias=1.0),
+        ConvSpec(out_channels=96, kernel=3, padding=1, own_tower=True, pool=True, bias=1.0),
     ),
     fc=(512, 512),
     input_size=32,
     num_classes=10,
     init="kaiming",
-    description="the AlexNet family for 28-32 px images (Fashion-MNIST, CIFAR)",
 )
 
 CONFIGS = {c.name: c for c in (PAPER, CAFFE, OWT, SMALL)}
 
 
-def _builder(base: AlexNetConfig):
-    def build(**options) -> AlexNet:
-        return AlexNet(config_with(base, **options))
-
-    build.__doc__ = f"{base.name}: {base.description}"
-    return build
+@register("alexnet")
+def alexnet(**options) -> AlexNet:
+    """alexnet: the 2012 paper's network: two towers, per-tower LRN, overlapping pooling."""
+    return AlexNet(config_with(PAPER, **options))
 
 
-for _cfg in CONFIGS.values():
-    register(_cfg.name)(_builder(_cfg))
+@register("alexnet-caffe")
+def alexnet_caffe(**options) -> AlexNet:
+    """alexnet-caffe: BVLC bvlc_alexnet: 227 input, LRN k=1 alpha/n over all channels, biases 0.1."""
+    return AlexNet(config_with(CAFFE, **options))
+
+
+@register("alexnet-owt")
+def alexnet_owt(**options) -> AlexNet:
+    """alexnet-owt: torchvision's single-tower AlexNet ('One weird trick'); loads torchvision weights."""
+    return AlexNet(config_with(OWT, **options))
+
+
+@register("alexnet-small")
+def alexnet_small(**options) -> AlexNet:
+    """alexnet-small: the AlexNet family for 28-32 px images (Fashion-MNIST, CIFAR)."""
+    return AlexNet(config_with(SMALL, **options))
