@@ -292,3 +292,59 @@ def test_refused_combinations():
         models.create("alexnet-small", init="xavier")
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         models.create("alexnet-small", dropout=1.0)
+
+
+# ------------------------------------------------------------------ towers
+@pytest.mark.parametrize("name", models.names())
+def test_towers_option(name):
+    small = {} if name == "alexnet-small" else {"width": 0.25}
+    two, one = (models.create(name, towers=t, **small) for t in (2, 1))
+    assert [getattr(two, c).groups for c in two.conv_names] == [1, 2, 1, 2, 2]
+    assert [getattr(one, c).groups for c in one.conv_names] == [1, 1, 1, 1, 1]
+    # the same total width, and the same state-dict keys
+    assert [getattr(two, c).out_channels for c in two.conv_names] == [getattr(one, c).out_channels for c in one.conv_names]
+    assert list(two.state_dict()) == list(one.state_dict())
+    if two.cfg.has_lrn:
+        per_tower = two.cfg.lrn.per_tower  # the paper's and alexnet-small's; Caffe's LRN spans all channels
+        assert two.norm1.groups == (2 if per_tower else 1) and one.norm1.groups == 1
+    s = two.cfg.input_size
+    assert one.eval()(torch.randn(1, 3, s, s)).shape == two.eval()(torch.randn(1, 3, s, s)).shape
+
+
+def test_one_tower_lrn_crosses_the_tower_boundary():
+    m = models.create("alexnet", towers=1, width=0.25)
+    x = torch.ones(1, 24, 3, 3)
+    x2 = x.clone()
+    x2[:, 11] = 1000.0  # the last channel of the first half
+    assert not torch.allclose(m.norm1(x2)[:, 12], m.norm1(x)[:, 12])
+
+
+def test_two_towers_are_one_tower_with_block_diagonal_kernels():
+    """towers=2 is towers=1 with the kernels of conv2/4/5 that would cross the towers set to zero (LRN off)."""
+    two = models.create("alexnet-small", towers=2, lrn="off").eval()
+    one = models.create("alexnet-small", towers=1, lrn="off").eval()
+    state = two.state_dict()
+    for name in ("conv2", "conv4", "conv5"):
+        w = state[f"{name}.weight"]
+        o, i = w.shape[0] // 2, w.shape[1]
+        full = torch.zeros(2 * o, 2 * i, *w.shape[2:])
+        for t in range(2):
+            full[t * o : (t + 1) * o, t * i : (t + 1) * i] = w[t * o : (t + 1) * o]
+        state[f"{name}.weight"] = full
+    one.load_state_dict(state)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), two(x), rtol=1e-5, atol=1e-5)
+
+
+def test_width_that_does_not_split_into_towers():
+    # 48 * 0.3125 = 15 kernels in conv1: the towers cannot halve them.
+    with pytest.raises(ValueError) as err:
+        models.create("alexnet-small", width=0.3125)
+    assert str(err.value) == ("width 0.3125 gives conv1 15 channels, which do not split into 2 towers: "
+                              "choose another width, or towers=1")
+    m = models.create("alexnet-small", width=0.3125, towers=1).eval()
+    assert m.conv1.out_channels == 15 and m(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert models.create("alexnet-small", width=0.3).conv2.out_channels == 30  # own-tower layers round up (28.8 -> 30)
+    with pytest.raises(ValueError, match="towers must be 1 or 2, not 3"):
+        models.create("alexnet", towers=3)

@@ -17,6 +17,11 @@ LRN is the paper's (k=2, n=5, alpha=1e-4 on the window *sum*, beta=0.75),
 computed per tower. Weights are N(0, 0.01^2); biases of conv2, conv4, conv5,
 fc6 and fc7 are 1, the others 0. 60,965,224 parameters.
 
+``towers``: 2 is the paper's two GPUs (conv2, conv4 and conv5 see only their
+own tower: ``groups=2``; LRN per tower); 1 is one tower of the same total
+width (``groups=1``, LRN over all channels). With two towers every conv
+layer's kernels are split between them, so each must have an even number.
+
 Layers are attributes named as in the paper (``conv1`` ... ``fc8``), so
 ``extract(x, layers=("fc7",))`` takes activations by name. Activation names:
 ``conv{i}`` (after the nonlinearity), ``norm{i}`` (after LRN), ``pool{i}``,
@@ -119,12 +124,21 @@ def _act(name: str):
 
 
 def conv_channels(cfg: AlexNetConfig) -> list[int]:
-    """Output channels of conv1..conv5 at the config's width (own-tower layers: a whole number per tower)."""
+    """Output channels of conv1..conv5 at the config's width, checked to split into its towers.
+
+    Own-tower layers are rounded up to a whole number of channels per tower;
+    with two towers a layer that both towers share (conv1, conv3) must come
+    out even, since the towers split it too (conv1 for LRN per tower and
+    conv2's groups, conv3 for conv4's).
+    """
     out = []
     for name, spec in zip(CONV_NAMES, cfg.convs):
         c = max(1, int(round(spec.out_channels * cfg.width)))
         if spec.own_tower:
             c = -(-c // cfg.towers) * cfg.towers
+        if c % cfg.towers:
+            raise ValueError(f"width {cfg.width:g} gives {name} {c} channels, which do not split into "
+                             f"{cfg.towers} towers: choose another width, or towers=1")
         out.append(c)
     return out
 
@@ -152,6 +166,8 @@ def check(cfg: AlexNetConfig) -> None:
     if len(cfg.convs) != 5 or len(cfg.fc) != 2 or len(cfg.fc_bias) != 2:
         raise ValueError(f"{cfg.name}: an AlexNet has 5 conv rows and 2 hidden fc layers, "
                          f"not {len(cfg.convs)} and {len(cfg.fc)}")
+    if cfg.towers not in (1, 2):
+        raise ValueError(f"towers must be 1 or 2, not {cfg.towers!r}")
     if cfg.lrn is not None and not cfg.has_lrn:
         raise ValueError(f"{cfg.name} has no LRN layer, so lrn=on cannot be honoured (leave lrn unset, or off)")
     if cfg.init not in INITS:
@@ -335,11 +351,12 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
     """Apply the user-facing options every variant takes to a config.
 
     ``lrn``: on | off (or a bool); ``pool``: overlap | 3/2 | 2/2 | nonoverlap;
-    ``dropout``: p; ``width``: channel multiplier; ``activation``: relu | tanh;
-    ``bias``: the constant of the biases the paper sets to 1;
-    ``num_classes``, ``in_channels``, ``input_size``, ``init``.
+    ``dropout``: p; ``width``: channel multiplier; ``towers``: 1 | 2;
+    ``activation``: relu | tanh; ``bias``: the constant of the biases the
+    paper sets to 1; ``num_classes``, ``in_channels``, ``input_size``, ``init``.
     A combination the network cannot honour (``lrn=on`` where the variant has
-    no LRN layer, ``bias`` with ``init=torch``) is refused with a ValueError naming it.
+    no LRN layer, ``bias`` with ``init=torch``, a width that does not split
+    into the towers) is refused with a ValueError naming it.
     """
     kw = {}
     for key, value in overrides.items():
@@ -361,7 +378,7 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
         elif key == "activation":
             _act(value)
             kw["activation"] = value
-        elif key in ("num_classes", "in_channels", "input_size"):
+        elif key in ("num_classes", "in_channels", "input_size", "towers"):
             kw[key] = int(value)
         elif key in ("dropout", "width"):
             kw[key] = float(value)

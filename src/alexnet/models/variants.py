@@ -1,4 +1,4 @@
-"""The registered variants: each one a config, built by the same class.
+"""The registered variants: each one a config (keyword rows), built by the same class.
 
 =================  =====  ======================================================
 name               input  what it is
@@ -16,6 +16,14 @@ name               input  what it is
 ``alexnet-small``  32     the family for 28-32 px images (Fashion-MNIST, CIFAR),
                           see below
 =================  =====  ======================================================
+
+Each is built by its own function below (``alexnet``, ``alexnet_caffe``, ...),
+registered under its name. Every variant takes ``towers=1|2``: two towers
+group conv2, conv4 and conv5 (``own_tower`` in the rows) and take LRN per
+tower where the variant's LRN is per tower (``alexnet``, ``alexnet-small``;
+Caffe's LRN spans all channels); one tower has the same channels with
+``groups=1``. ``alexnet-owt`` has one tower by default and no LRN layer, so
+``lrn=on`` is refused there.
 
 ``alexnet-small`` keeps the paper's ingredients (two towers with grouped
 conv2/4/5, ReLU, per-tower LRN after conv1 and conv2, overlapping 3/2 pooling,
