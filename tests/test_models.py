@@ -348,3 +348,138 @@ def test_width_that_does_not_split_into_towers():
     assert models.create("alexnet-small", width=0.3).conv2.out_channels == 30  # own-tower layers round up (28.8 -> 30)
     with pytest.raises(ValueError, match="towers must be 1 or 2, not 3"):
         models.create("alexnet", towers=3)
+
+
+# ------------------------------------------------------------------ timm-style API
+def test_num_classes_and_reset_classifier():
+    m = models.create("alexnet-small")
+    assert m.num_classes == 10 and m.pretrained_cfg["num_classes"] == 10
+    conv1 = m.conv1.weight.clone()
+    m.reset_classifier(3)
+    assert m.num_classes == 3 and m.cfg.num_classes == 3 and m.fc8.out_features == 3
+    assert torch.equal(m.conv1.weight, conv1)  # only the head is new
+    assert abs(m.fc8.weight.std().item() - 0.01) < 0.002 and torch.all(m.fc8.bias == 0)  # the variant's fc8 init
+    assert m.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    m.reset_classifier(0)  # timm's convention: no classifier, the output is fc7's
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m.forward_head(m.forward_features(x), pre_logits=True))
+    assert "fc8.weight" not in m.state_dict() and m.num_classes == 0
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        m.reset_classifier(-1)
+
+
+def test_reset_classifier_keeps_dtype_and_foreign_keys():
+    m = models.create("alexnet-owt", width=0.25).double()
+    m.reset_classifier(7)
+    assert m.fc8.weight.dtype == torch.float64
+    assert m.state_dict()["classifier.6.weight"].shape == (7, 1024)
+    bound = 1 / 1024**0.5  # torch's Linear init, the variant's
+    assert m.fc8.weight.abs().max() <= bound and m.fc8.weight.std() > bound / 4
+
+
+def test_pretrained_cfg_defaults():
+    paper = models.create("alexnet", width=0.25).pretrained_cfg
+    assert paper["input_size"] == (3, 224, 224) and paper["crop_pct"] == 224 / 256
+    assert paper["interpolation"] == "bicubic" and paper["crop_mode"] == "center"
+    assert paper["std"] == (1 / 255,) * 3 and paper["input_scale"] == 255  # raw pixels minus the mean
+    assert paper["first_conv"] == "conv1" and paper["classifier"] == "fc8" and paper["fixed_input_size"]
+    owt = models.create("alexnet-owt", width=0.25).pretrained_cfg
+    assert owt["mean"] == (0.485, 0.456, 0.406) and owt["std"] == (0.229, 0.224, 0.225) and not owt["fixed_input_size"]
+    small = models.create("alexnet-small", in_channels=1, input_size=28).pretrained_cfg
+    assert small["input_size"] == (1, 28, 28) and small["crop_pct"] == 1.0 and small["std"] == (1.0,)
+
+
+def _save(path, name="alexnet-small", options=None, mean="rgb", scale=255.0, classes=5):
+    from alexnet.data.transforms import eval_spec
+    from alexnet.engine.checkpoint import save_checkpoint
+
+    options = {"num_classes": classes, **(options or {})}
+    model = models.create(name, **options)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # weights no fresh model has
+    size = model.cfg.input_size
+    save_checkpoint(path, {
+        "model": {"name": name, "options": options},
+        "state_dict": model.state_dict(),
+        "classes": [f"n{i:08d}" for i in range(classes)],
+        "class_names": [f"class {i}" for i in range(classes)],
+        "eval_transform": eval_spec(size, size, mean, scale=scale),
+        "data_stats": {"mean_image": torch.rand(size, size, 3) * 255, "mean_rgb": torch.tensor([120.0, 110.0, 100.0])},
+    })
+    return model.eval()
+
+
+def test_create_from_checkpoint(tmp_path):
+    want = _save(tmp_path / "run" / "best.ckpt", options={"width": 0.5})
+    x = torch.randn(2, 3, 32, 32)
+    for path in (tmp_path / "run" / "best.ckpt", tmp_path / "run"):  # the file, or the run's folder
+        m = models.create("alexnet-small", checkpoint_path=path).eval()
+        assert m.cfg.width == 0.5 and m.num_classes == 5
+        with torch.no_grad():
+            assert torch.equal(m(x), want(x))
+    cfg = m.pretrained_cfg
+    assert cfg["label_names"][0] == "n00000000" and cfg["label_descriptions"][0] == "class 0"
+    assert cfg["mean"] == pytest.approx((120 / 255, 110 / 255, 100 / 255)) and cfg["std"] == (1 / 255,) * 3
+    # timm's reading of it, (pixel / 255 - mean) / std, is this project's (pixel - mean) * scale / 255
+    pixel = torch.rand(3) * 255
+    timm = (pixel / 255 - torch.tensor(cfg["mean"])) / torch.tensor(cfg["std"])
+    torch.testing.assert_close(timm, (pixel - torch.tensor([120.0, 110.0, 100.0])) * 255 / 255)
+    # a new head of another size: every other layer loaded
+    m3 = models.create("alexnet-small", checkpoint_path=tmp_path / "run", num_classes=3)
+    assert m3.num_classes == 3 and torch.equal(m3.conv1.weight, want.conv1.weight)
+    assert m3.pretrained_cfg["label_names"] is None
+
+
+def test_create_from_checkpoint_mean_image(tmp_path):
+    _save(tmp_path / "a.ckpt", mean="image", scale=1.0)
+    cfg = models.create("alexnet-small", checkpoint_path=tmp_path / "a.ckpt").pretrained_cfg
+    assert cfg["mean_image"].shape == (32, 32, 3) and cfg["std"] == (1.0,) * 3
+    torch.testing.assert_close(torch.tensor(cfg["mean"]), cfg["mean_image"].mean((0, 1)) / 255)
+
+
+def test_create_from_exported_safetensors(tmp_path):
+    from alexnet.engine.export import export_checkpoint
+
+    want = _save(tmp_path / "a.ckpt", name="alexnet-owt", options={"width": 0.25})
+    export_checkpoint(tmp_path / "a.ckpt", "safetensors", tmp_path / "export" / "model.safetensors")
+    x = torch.randn(2, 3, 224, 224)
+    for path in (tmp_path / "export" / "model.safetensors", tmp_path / "export"):
+        m = models.create("alexnet-owt", checkpoint_path=path).eval()
+        with torch.no_grad():
+            assert torch.equal(m(x), want(x))
+    assert m.pretrained_cfg["label_names"][4] == "n00000004"
+
+
+def test_create_from_checkpoint_refusals(tmp_path):
+    from alexnet.errors import UserError
+
+    _save(tmp_path / "a.ckpt")
+    with pytest.raises(UserError, match="holds model 'alexnet-small', not 'alexnet'"):
+        models.create("alexnet", checkpoint_path=tmp_path / "a.ckpt")
+    with pytest.raises(UserError, match="do not fit alexnet-small"):
+        models.create("alexnet-small", checkpoint_path=tmp_path / "a.ckpt", width=0.5)
+    with pytest.raises(UserError, match="not found|no such|does not exist"):
+        models.create("alexnet-small", checkpoint_path=tmp_path / "missing.ckpt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no best.ckpt, last.ckpt or .safetensors file"):
+        models.create("alexnet-small", checkpoint_path=tmp_path / "empty")
+
+
+def test_torch_hub_local(tmp_path):
+    """torch.hub.load(REPO, entry, source="local") on this checkout: offline, one entry per variant."""
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    for name in models.names():
+        m = torch.hub.load(repo, name.replace("-", "_"), source="local", width=0.25, num_classes=4, verbose=False)
+        assert isinstance(m, models.AlexNet) and m.cfg.name == name and m.num_classes == 4
+    want = _save(tmp_path / "a.ckpt")
+    m = torch.hub.load(repo, "alexnet_small", source="local", pretrained=True, checkpoint_path=str(tmp_path / "a.ckpt"),
+                       verbose=False)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m.eval()(x), want(x))
+    with pytest.raises(ValueError, match="no weights are published for alexnet-owt; pass checkpoint_path"):
+        torch.hub.load(repo, "alexnet_owt", source="local", pretrained=True, verbose=False)

@@ -1,4 +1,4 @@
-"""The AlexNet family. ``create(name, num_classes=..., **options)``; ``names()``."""
+"""The AlexNet family. ``create(name, num_classes=..., checkpoint_path=..., **options)``; ``names()``."""
 
 from .alexnet import AlexNet, AlexNetConfig, ConvSpec, LRNSpec, config_with
 from .lrn import LocalResponseNorm, local_response_norm

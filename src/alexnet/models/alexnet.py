@@ -40,6 +40,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .lrn import LocalResponseNorm
+from .pretrained import default_pretrained_cfg
 
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_NAMES = ("fc6", "fc7", "fc8")
@@ -177,12 +178,18 @@ def check(cfg: AlexNetConfig) -> None:
         raise ValueError(f"dropout must be in [0, 1), not {cfg.dropout}")
     if cfg.width <= 0:
         raise ValueError(f"width must be positive, not {cfg.width}")
+    if cfg.num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, not {cfg.num_classes}")
     conv_channels(cfg)
     _feature_side(cfg)
 
 
 class AlexNet(nn.Module):
-    """An AlexNet-family network built from an :class:`AlexNetConfig`."""
+    """An AlexNet-family network built from an :class:`AlexNetConfig`.
+
+    ``num_classes``, ``reset_classifier(n)`` and ``pretrained_cfg`` (the input
+    the weights expect) are there as timm's models have them.
+    """
 
     def __init__(self, cfg: AlexNetConfig) -> None:
         super().__init__()
@@ -198,7 +205,7 @@ class AlexNet(nn.Module):
         f6, f7 = _fc_units(cfg)
         self.fc6 = nn.Linear(widths[-1] * side * side, f6)
         self.fc7 = nn.Linear(f6, f7)
-        self.fc8 = nn.Linear(f7, cfg.num_classes)
+        self.fc8 = self._new_head(cfg.num_classes)
         self.num_features = f7
         self._feature_steps, self._head_steps = self.steps(cfg)
         self._pre_logits_steps = self._head_steps[: self._head_steps.index(("fc7", True)) + 1]
@@ -218,6 +225,7 @@ class AlexNet(nn.Module):
         self.reset_parameters()
         if cfg.state_dict_names:
             self._install_key_map(dict(cfg.state_dict_names))
+        self.pretrained_cfg = default_pretrained_cfg(self)
 
     # ------------------------------------------------------------ the walk
     @staticmethod
@@ -289,6 +297,34 @@ class AlexNet(nn.Module):
     def fc_names(self) -> list[str]:
         return list(FC_NAMES)
 
+    # ------------------------------------------------------------ the head
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def _new_head(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:  # timm's convention: no classifier, the output is fc7's
+            return nn.Identity()
+        return nn.Linear(_fc_units(self.cfg)[1], num_classes)
+
+    @torch.no_grad()
+    def _init_head(self) -> None:
+        if isinstance(self.fc8, nn.Linear) and self.cfg.init != "torch":
+            self.fc8.weight.normal_(0.0, self.cfg.init_std)
+            self.fc8.bias.zero_()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new fc8 for ``num_classes`` outputs, initialised as the variant's is (0: none, forward gives fc7)."""
+        num_classes = int(num_classes)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, not {num_classes}")
+        self.cfg = replace(self.cfg, num_classes=num_classes)
+        device, dtype = self.fc7.weight.device, self.fc7.weight.dtype
+        self.fc8 = self._new_head(num_classes).to(device, dtype)
+        self._init_head()
+        self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes, "label_names": None,
+                               "label_descriptions": None}
+
     # ------------------------------------------------------------------ init
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -312,12 +348,6 @@ class AlexNet(nn.Module):
                 fc.weight.normal_(0.0, cfg.fc_init_std)
             fc.bias.fill_(b)
         self._init_head()
-
-    @torch.no_grad()
-    def _init_head(self) -> None:
-        if self.cfg.init != "torch":
-            self.fc8.weight.normal_(0.0, self.cfg.init_std)
-            self.fc8.bias.zero_()
 
     # ------------------------------------------- foreign state_dict key names
     def _install_key_map(self, ours_to_theirs: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
-"""Model registry: ``create(name, **options)`` and ``names()``."""
+"""Model registry: ``create(name, checkpoint_path=None, **options)`` and ``names()``."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from torch import nn
@@ -31,10 +32,22 @@ def names() -> list[str]:
     return list(_BUILDERS)
 
 
-def create(name: str, **options) -> nn.Module:
-    """Build a registered model, e.g. ``create("alexnet", num_classes=10, lrn="off")``."""
+def create(name: str, checkpoint_path: str | os.PathLike | None = None, **options) -> nn.Module:
+    """Build a registered model, e.g. ``create("alexnet", num_classes=10, lrn="off")``.
+
+    ``checkpoint_path``: a trained checkpoint (``.ckpt``), an exported
+    ``.safetensors`` file, or a folder holding one (a run's best.ckpt or
+    last.ckpt first); the model is built with the options stored there
+    (``options`` override them) and its weights loaded, and its
+    ``pretrained_cfg`` says how to feed it. Problems with the file are
+    one-line :class:`alexnet.errors.UserError`.
+    """
     try:
         builder = _BUILDERS[name]
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+    if checkpoint_path is not None:
+        from .pretrained import load
+
+        return load(name, checkpoint_path, options, builder)
     return builder(**options)

@@ -1,0 +1,143 @@
+"""Trained weights into a model: ``models.create(name, checkpoint_path=...)``, and ``pretrained_cfg``.
+
+``pretrained_cfg`` says how to feed the network, in timm's keys: ``input_size``
+(C, H, W), ``interpolation``, ``crop_pct`` and ``crop_mode`` (shorter side to
+``H / crop_pct``, centre crop), and ``mean``/``std`` in [0, 1] units, so that
+``input = (pixel / 255 - mean) / std``. This project's transform,
+``(pixel - mean) * scale / 255``, is that with ``mean = mean_pixels / 255``
+and ``std = 1 / scale``. Weights trained on the paper's *mean image* carry it
+too (``mean_image``: H x W x C in pixel units, taken off the image resized to
+``resize`` before the crop); ``mean`` is then its average colour, which a
+mean/std-only pipeline can use as an approximation. ``label_names`` are the
+class ids (folder names or synset ids), ``label_descriptions`` their names.
+
+Without a checkpoint the values describe the input the initialisation was
+chosen for (``input_scale``: 255 for the paper's and Caffe's, 1 otherwise),
+around ImageNet's mean colour; ``alexnet-owt`` (init ``torch``) takes
+torchvision's normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import UserError, state_dict_mismatch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # what `alexnet train --out RUN` writes
+
+
+def _resize_for(crop: int) -> int:
+    return crop if crop <= 64 else 256  # small images are used at their own size; the paper's 256 otherwise
+
+
+def _base(model, crop: int, resize: int, mean, std) -> dict[str, Any]:
+    cfg = model.cfg
+    return {
+        "architecture": cfg.name,
+        "input_size": (cfg.in_channels, crop, crop),
+        "fixed_input_size": cfg.adaptive_pool is None,
+        "interpolation": "bicubic",  # data/images.py: one antialiased bicubic resize
+        "crop_pct": crop / resize,
+        "crop_mode": "center",
+        "resize": resize,
+        "mean": tuple(float(m) for m in mean),
+        "std": tuple(float(s) for s in std),
+        "mean_image": None,
+        "input_scale": cfg.input_scale,
+        "num_classes": cfg.num_classes,
+        "label_names": None,
+        "label_descriptions": None,
+        "first_conv": "conv1",
+        "classifier": "fc8",
+    }
+
+
+def default_pretrained_cfg(model) -> dict[str, Any]:
+    """The input a freshly built ``model`` expects (see the module doc)."""
+    cfg = model.cfg
+    c = cfg.in_channels
+    mean = IMAGENET_MEAN if c == 3 else (sum(IMAGENET_MEAN) / 3,) * c
+    if cfg.init == "torch":
+        std = IMAGENET_STD if c == 3 else (sum(IMAGENET_STD) / 3,) * c
+    else:
+        std = (1.0 / cfg.input_scale,) * c
+    return _base(model, cfg.input_size, _resize_for(cfg.input_size), mean, std)
+
+
+def checkpoint_pretrained_cfg(model, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The input the weights of checkpoint ``ckpt`` (loaded into ``model``) expect."""
+    spec = dict(ckpt.get("eval_transform") or {})
+    crop = int(spec.get("crop") or model.cfg.input_size)
+    resize = int(spec.get("resize") or _resize_for(crop))
+    c = model.cfg.in_channels
+    normalize = spec.get("normalize")
+    mean_image = None
+    if normalize:
+        mean, std = normalize["mean"], normalize["std"]
+    else:
+        scale = float(spec.get("scale", 1.0))  # 1.0: a schema-1 checkpoint's weights saw [0, 1] values
+        to_pixels = 255.0 if int(ckpt.get("schema", 1)) < 2 else 1.0  # schema 1 stored statistics in [0, 1]
+        stats = ckpt.get("data_stats") or {}
+        if spec.get("mean", "image") == "image" and stats.get("mean_image") is not None:
+            mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32) * to_pixels
+            rgb = mean_image.reshape(-1, mean_image.shape[-1]).mean(0)
+        elif stats.get("mean_rgb") is not None:
+            rgb = torch.as_tensor(stats["mean_rgb"], dtype=torch.float32).flatten() * to_pixels
+        else:
+            rgb = torch.tensor(default_pretrained_cfg(model)["mean"]) * 255.0
+        mean, std = (rgb / 255.0).tolist(), (1.0 / scale,) * c
+    out = _base(model, crop, resize, mean, std)
+    out["mean_image"] = mean_image
+    out["label_names"] = [str(x) for x in ckpt.get("classes") or []] or None
+    out["label_descriptions"] = [str(x) for x in ckpt.get("class_names") or ckpt.get("classes") or []] or None
+    return out
+
+
+def weights_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a path names: a file, or in a folder a run's best.ckpt / last.ckpt or its one .safetensors."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in RUN_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(path.glob("*.safetensors"))
+    if len(found) == 1:
+        return found[0]
+    what = f"{len(found)} .safetensors files" if found else "no best.ckpt, last.ckpt or .safetensors file"
+    raise UserError(f"checkpoint folder {path} holds {what}: name the file")
+
+
+def load(name: str, path: str | os.PathLike, options: dict[str, Any], build: Callable[..., torch.nn.Module]):
+    """Model ``name`` built as checkpoint ``path`` says (``options`` override), with its weights.
+
+    ``num_classes`` different from the checkpoint's loads every layer but
+    fc8 and gives a new fc8 of that size (``reset_classifier``), as timm does.
+    """
+    from ..engine.checkpoint import load_checkpoint  # engine sits above models: imported only when asked
+
+    path = weights_file(path)
+    ckpt = load_checkpoint(path)
+    saved = ckpt["model"]
+    if saved["name"] != name:
+        raise UserError(f"{path} holds model {saved['name']!r}, not {name!r}")
+    options = dict(options)
+    num_classes = options.pop("num_classes", None)
+    try:
+        model = build(**{**(saved.get("options") or {}), **options})
+    except ValueError as e:
+        raise UserError(f"{path}: cannot build its model: {e}") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: its weights do not fit {name} with options {options}: {state_dict_mismatch(e)}") from None
+    model.pretrained_cfg = checkpoint_pretrained_cfg(model, ckpt)
+    if num_classes is not None and int(num_classes) != model.num_classes:
+        model.reset_classifier(int(num_classes))
+    return model
