@@ -52,6 +52,7 @@ def _graph_text(path, fmt):
     return str(torch.export.load(str(path)).graph)
 
 
+@pytest.mark.slow  # an export and a run of each program for each variant: the longest tests here
 @pytest.mark.parametrize("name,options", VARIANTS, ids=[v[0] for v in VARIANTS])
 @pytest.mark.parametrize("fmt", PROGRAMS)
 def test_program_matches_eager(tmp_path, name, options, fmt):
