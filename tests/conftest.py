@@ -43,3 +43,15 @@ def lrn_reference():
     """``lrn_reference(x, size, alpha, beta, k, groups=1)``: the paper's formula in float64."""
     return _lrn_reference
 # ---- end models ----
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A prepared folder of 4 easy classes of 32 px images (helpers.write_quadrants): 48 train, 16 val each."""
+    from alexnet.data import prepare
+    from helpers import write_quadrants
+
+    root = tmp_path_factory.mktemp("quadrants")
+    write_quadrants(root / "raw", {"train": 48, "val": 16}, seed=1)
+    prepare(root / "raw", root / "prep", progress=False)
+    return root / "prep"

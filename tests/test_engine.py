@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,33 +16,6 @@ from alexnet.engine.config import load_config
 from alexnet.engine.trainer import fit
 
 from helpers import TINY  # tiny, fast and deterministic: a half-width small net on 4 classes of 32 px images
-
-
-def write_quadrants(root, per_class, seed):
-    """4 classes: which quadrant of a noisy 32 px image holds a bright square (easy, learnable in seconds)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for c in range(4):
-            folder = root / split / f"q{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 120, (32, 32, 3), dtype=np.uint8)
-                r, q = divmod(c, 2)
-                y0, x0 = r * 16 + rng.integers(1, 6), q * 16 + rng.integers(1, 6)
-                img[y0:y0 + 9, x0:x0 + 9] = rng.integers(180, 256, 3)
-                Image.fromarray(img).save(folder / f"{i}.png")
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    from alexnet.data import prepare
-
-    root = tmp_path_factory.mktemp("quadrants")
-    write_quadrants(root / "raw", {"train": 48, "val": 16}, seed=1)
-    prepare(root / "raw", root / "prep", progress=False)
-    return root / "prep"
 
 
 def weights(run_dir):
@@ -58,7 +30,7 @@ def run_cli(*args, env=None):
 @pytest.mark.slow
 def test_short_run_learns(prepared, tmp_path):
     # Biases 0: with the paper's 1, alexnet-small stalls (see the xfail below and configs/demo.yaml).
-    cfg = load_config(None, TINY + ["run.epochs=8", "data.lighting=0.0", "model.bias=0.0", "optim.lr=0.01"])
+    cfg = load_config(None, TINY + ["run.epochs=8", "data.lighting=0.0", "model.bias=0.0"])  # lr 0.02 (TINY)
     res = fit(cfg, prepared, tmp_path / "run", progress=False)
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epochs = [l for l in lines if l["kind"] == "epoch"]
