@@ -38,6 +38,7 @@ class ModelConfig:
     width: float = 1.0  # channel multiplier
     init: str | None = None  # paper | caffe | kaiming | torch; None: the variant's
     bias: float | None = None  # constant bias of conv2/4/5, fc6/7 (paper: 1); None: the variant's
+    towers: int | None = None  # 2: grouped conv2/4/5 and per-tower LRN (the paper), 1: one tower; None: the variant's
 
 
 @dataclass
@@ -60,10 +61,12 @@ class OptimConfig:
     weight_decay: float = 0.0005
     rule: str = "paper"  # paper: v <- m v - wd lr w - lr g ; torch: torch.optim.SGD
     accumulate: int = 1  # micro-batches per step; same global batch and meaning
+    label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e / classes (the paper: 0)
 
 
 @dataclass
 class ScheduleConfig:
+    kind: str = "plateau"  # plateau: the paper's drops by `factor` | onecycle: warm-up, then linear decay to 0
     patience: int = 3  # epochs without a better val top-1 error before lr /= factor
     factor: float = 0.1
     max_drops: int = 3
@@ -101,6 +104,7 @@ CHOICES = {
     "model.pool": ("overlap", "2/2"),
     "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
+    "schedule.kind": ("plateau", "onecycle"),
     "data.eval_tta": TTA,
     "optim.rule": ("paper", "torch"),
     "run.precision": ("fp32", "bf16", "fp16"),
@@ -118,6 +122,8 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "optim.momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "optim.weight_decay": (lambda v: v >= 0, "at least 0"),
     "optim.accumulate": (lambda v: v >= 1, "at least 1"),
+    "optim.label_smoothing": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "model.towers": (lambda v: v in (1, 2), "1 or 2"),
     "schedule.patience": (lambda v: v >= 0, "at least 0"),
     "schedule.factor": (lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
     "schedule.max_drops": (lambda v: v >= 0, "at least 0"),

@@ -44,6 +44,8 @@ class TrainState:
     batch_in_epoch: int = 0  # batches done in the current epoch
     loss_sum: float = 0.0  # this epoch so far (this process)
     seen: int = 0  # samples this epoch so far (this process)
+    correct: int = 0  # of them, predicted right by the training forward (under dropout and augmentation)
+    label_smoothing: float = 0.0
 
 
 def _images_to(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -79,16 +81,18 @@ def train_one_epoch(
         n = labels.shape[0]
         chunks = max(1, min(state.accumulate, n))
         state.optimizer.zero_grad(set_to_none=True)
-        loss_value = 0.0
+        loss_value, correct = 0.0, 0
         for i, (x, y) in enumerate(zip(images.chunk(chunks), labels.chunk(chunks))):
             last = i == chunks - 1
             sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
                 with autocast(state.device, state.precision):
                     logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, reduction="sum") / n
+                loss = F.cross_entropy(logits.float(), y, reduction="sum",
+                                       label_smoothing=state.label_smoothing) / n
                 state.scaler.scale(loss).backward()
             loss_value += loss.item()
+            correct += int((logits.detach().argmax(1) == y).sum())
         if state.schedule is not None:
             state.schedule.warm_up(state.step)
         state.scaler.step(state.optimizer)
@@ -97,6 +101,7 @@ def train_one_epoch(
         state.batch_in_epoch += 1
         state.loss_sum += loss_value * n
         state.seen += n
+        state.correct += correct
         now = time.perf_counter()
         ips = n / max(now - tick, 1e-9)
         tick = now
@@ -105,7 +110,8 @@ def train_one_epoch(
         if on_step is not None:
             on_step(state, loss_value, ips)
     bar.close()
-    return {"train_loss": state.loss_sum / max(state.seen, 1), "samples": state.seen}
+    return {"train_loss": state.loss_sum / max(state.seen, 1), "samples": state.seen,
+            "train_top1_err": 1 - state.correct / max(state.seen, 1)}
 
 
 @torch.no_grad()

@@ -114,3 +114,48 @@ class PlateauSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_epochs, self.drops = float(state["best"]), int(state["bad_epochs"]), int(state["drops"])
+
+
+class OneCycleSchedule:
+    """One cycle over the run: linear warm-up to ``base_lr``, then linear decay to 0 at the last step.
+
+    Not the paper's schedule (it drops the rate by 10 on plateaus, :class:`PlateauSchedule`): a short
+    run on small data has no time to wait for plateaus (``configs/fashion-mnist.yaml``). The rate of
+    every step follows from the step count alone, so there is no state to save and a resumed run
+    continues on the same curve. Same interface as :class:`PlateauSchedule`.
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int = 0, total_steps: int = 0):
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps  # steps of the whole run; the trainer sets it from its loader
+        self.base_lr = optimizer.param_groups[0]["lr"]
+
+    def rate(self, step: int) -> float:
+        """The rate of optimizer step ``step`` (0-based, counted over the run)."""
+        if self.total_steps < 1:
+            raise RuntimeError("OneCycleSchedule.total_steps is not set")
+        warmup = min(self.warmup_steps, self.total_steps)
+        if step < warmup:
+            return self.base_lr * (step + 1) / warmup
+        left = self.total_steps - warmup
+        return self.base_lr * max(0.0, (self.total_steps - step) / max(left, 1))
+
+    def warm_up(self, step: int) -> None:
+        """Set the rate for optimizer step ``step`` (called before every step)."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.rate(step)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, val_error: float) -> bool:
+        """Once an epoch; the cycle does not look at validation error."""
+        return False
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

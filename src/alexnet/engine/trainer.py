@@ -32,7 +32,7 @@ from .distributed import DistInfo, barrier, init_distributed
 from .inference import TTA_VIEWS
 from .loop import TrainState, evaluate, train_one_epoch
 from .metrics import MetricsLog
-from .optim import PlateauSchedule, make_optimizer
+from .optim import OneCycleSchedule, PlateauSchedule, make_optimizer
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +71,8 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
         "dropout": m.dropout,
         "width": m.width,
     }
+    if m.towers is not None:
+        opts["towers"] = m.towers
     if m.init is not None:
         opts["init"] = m.init
     if m.bias is not None:
@@ -110,6 +112,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
         self._last_save = time.monotonic()
+        self._logged = (-1, 0, 0)  # (epoch, correct, seen) at the last step line
 
     # ----------------------------------------------------------------- setup
     def _read_data(self) -> tuple[dict, dict]:
@@ -167,10 +170,14 @@ class Trainer:
         """Optimizer, learning-rate schedule and loss scaler around ``model``."""
         o, sch, run = self.cfg.optim, self.cfg.schedule, self.cfg.run
         optimizer = make_optimizer(model.parameters(), o.rule, o.lr, o.momentum, o.weight_decay)
-        schedule = PlateauSchedule(optimizer, sch.patience, sch.factor, sch.max_drops, sch.min_delta, sch.warmup_steps)
+        if sch.kind == "onecycle":  # its length is set by fit(), from the train loader
+            schedule = OneCycleSchedule(optimizer, sch.warmup_steps)
+        else:
+            schedule = PlateauSchedule(optimizer, sch.patience, sch.factor, sch.max_drops, sch.min_delta,
+                                       sch.warmup_steps)
         scaler = torch.amp.GradScaler(self.dist.device.type, enabled=run.precision == "fp16")
         return TrainState(model, optimizer, scaler, self.dist.device, run.precision, o.accumulate, run.channels_last,
-                          schedule=schedule)
+                          schedule=schedule, label_smoothing=o.label_smoothing)
 
     def _wrap_model(self) -> None:
         """DDP over the processes of a torchrun launch, then ``torch.compile`` when asked."""
@@ -201,6 +208,7 @@ class Trainer:
         self.state.batch_in_epoch = int(ckpt["batch_in_epoch"])
         self.state.loss_sum = float(ckpt.get("loss_sum", 0.0))
         self.state.seen = int(ckpt.get("seen", 0))
+        self.state.correct = int(ckpt.get("correct", 0))
         self.best_err = float(ckpt.get("metrics", {}).get("best_top1_err", math.inf))
         if ckpt.get("world_size", 1) == self.dist.world_size and "rng" in ckpt:
             set_rng_state(ckpt["rng"])
@@ -222,6 +230,7 @@ class Trainer:
             batch_in_epoch=s.batch_in_epoch,
             loss_sum=s.loss_sum,
             seen=s.seen,
+            correct=s.correct,
             world_size=self.dist.world_size,
             rng=rng_state(),
             metrics={**metrics, "best_top1_err": self.best_err},
@@ -241,7 +250,11 @@ class Trainer:
         run = self.cfg.run
         lr = self.schedule.lr
         if state.step % run.log_every == 0:
+            # training error over the steps since the last line (the epoch's, when it began since)
+            correct, seen = (0, 0) if self._logged[0] != state.epoch else self._logged[1:]
+            self._logged = (state.epoch, state.correct, state.seen)
             self.log.write("step", epoch=state.epoch, step=state.step, lr=lr, train_loss=loss,
+                           train_top1_err=1 - (state.correct - correct) / max(state.seen - seen, 1),
                            images_per_s=ips * self.dist.world_size)
         due = (run.checkpoint_steps and state.step % run.checkpoint_steps == 0) or (
             run.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * run.checkpoint_minutes)
@@ -262,6 +275,8 @@ class Trainer:
     def fit(self) -> dict:
         cfg, s = self.cfg, self.state
         train_loader = self.loader("train", train=True)
+        if isinstance(self.schedule, OneCycleSchedule):
+            self.schedule.total_steps = cfg.run.epochs * len(train_loader)
         val_split = cfg.data.val_split if cfg.data.val_split in self.meta["splits"] else None
         val_loader = self.loader(val_split, train=False, tta=cfg.data.eval_tta) if val_split else None
         if val_split is None and self.dist.is_main:
@@ -277,6 +292,7 @@ class Trainer:
             dt = time.perf_counter() - tick
             ips = (s.seen - seen_before) * self.dist.world_size / max(dt, 1e-9)
             record = {"epoch": s.epoch, "step": s.step, "lr": self.schedule.lr, "train_loss": res["train_loss"],
+                      "train_top1_err": res["train_top1_err"],
                       "images_per_s": ips, "epoch_time_s": dt}
             if val_loader is not None:
                 val = evaluate(s.model, val_loader, s.device, s.precision, s.channels_last,
@@ -297,7 +313,7 @@ class Trainer:
                     msg += f", val top-1 err {record['val_top1_err']:.2%}, top-5 err {record['val_top5_err']:.2%}"
                 print(msg, flush=True)
             s.epoch += 1
-            s.batch_in_epoch, s.loss_sum, s.seen = 0, 0.0, 0
+            s.batch_in_epoch, s.loss_sum, s.seen, s.correct = 0, 0.0, 0, 0
             self.save(self.history, best=improved)
         barrier()
         self.log.close()
