@@ -1,0 +1,136 @@
+"""Run a study: every arm x seed trained by the project's trainer, resumable.
+
+Layout of ``OUT`` (one folder per run, so an interrupted study resumes where
+it stopped: a finished run has ``result.json`` and is skipped, an unfinished
+one continues from its ``last.ckpt``)::
+
+    OUT/STUDY/ARM/seed-N/{config.yaml, metrics.jsonl, last.ckpt, best.ckpt, result.json}
+    OUT/STUDY/table.md, OUT/STUDY/curves.png, OUT/STUDY/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..fileio import atomic_write_bytes
+from ..strict_json import dumps
+from .studies import TARGET_TRAIN_ERR, Arm, Study
+
+RESULT = "result.json"
+
+
+def slug(label: str) -> str:
+    """A folder name for an arm label: ``1 tower, half width`` -> ``1-tower-half-width``."""
+    return re.sub(r"[^a-z0-9.=]+", "-", label.lower()).strip("-").replace("=", "")
+
+
+def run_dir(out: Path, study: Study, arm: Arm, seed: int) -> Path:
+    return out / study.name / slug(arm.label) / f"seed-{seed}"
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def time_to_target(steps: list[dict], epochs: list[dict], target: float = TARGET_TRAIN_ERR) -> dict:
+    """First logged step whose running training error is at most ``target``: its epoch (fractional) and seconds.
+
+    Seconds count training steps only (each epoch's measured step time), not validation.
+    """
+    per_epoch = {}  # epoch -> (first step, steps in the epoch, seconds)
+    first = 0
+    for e in epochs:
+        n = e["step"] - first
+        per_epoch[e["epoch"]] = (first, n, e["epoch_time_s"])
+        first = e["step"]
+    for s in steps:
+        err = s.get("train_top1_err")
+        if err is None or err > target or s["epoch"] not in per_epoch:
+            continue
+        start, n, secs = per_epoch[s["epoch"]]
+        into = (s["step"] - start) / max(n, 1)
+        before = sum(v[2] for k, v in per_epoch.items() if k < s["epoch"])
+        return {"reached": True, "epochs": s["epoch"] + into, "seconds": before + into * secs, "step": s["step"]}
+    return {"reached": False, "epochs": len(epochs), "seconds": sum(e["epoch_time_s"] for e in epochs),
+            "step": epochs[-1]["step"] if epochs else 0}
+
+
+def summarize_run(folder: Path, fit_result: dict | None = None) -> dict:
+    """The figures a study's table needs, read back from a finished run's ``metrics.jsonl``."""
+    records = read_records(folder / "metrics.jsonl")
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    steps = [r for r in records if r.get("kind") == "step"]
+    if not epochs:
+        raise RuntimeError(f"{folder}: no epoch finished")
+    last = epochs[-1]
+    errs = [e["val_top1_err"] for e in epochs if e.get("val_top1_err") is not None]
+    best_epoch = min(range(len(errs)), key=errs.__getitem__) + 1 if errs else None
+    return {
+        "epochs": len(epochs),
+        "steps_per_epoch": epochs[0]["step"],
+        "test_top1_err": last.get("val_top1_err"),
+        "best_test_top1_err": min(errs) if errs else None,
+        "best_epoch": best_epoch,
+        "train_top1_err": last.get("train_top1_err"),
+        "train_loss": last["train_loss"],
+        "first_epoch_train_loss": epochs[0]["train_loss"],
+        "train_seconds": sum(e["epoch_time_s"] for e in epochs),
+        "curve": [{"epoch": e["epoch"] + 1, "train_loss": e["train_loss"], "train_top1_err": e.get("train_top1_err"),
+                   "test_top1_err": e.get("val_top1_err")} for e in epochs],
+        "to_target": time_to_target(steps, epochs),
+        "train_err_curve": [(s["step"], s.get("train_top1_err")) for s in steps],
+    }
+
+
+def run_study(study: Study, data: str | os.PathLike, out: str | os.PathLike, *, config: str | None,
+              seeds: int, epochs: int | None, overrides: list[str], bars: bool = False, announce: bool = True,
+              fit: Callable | None = None) -> list[dict]:
+    """Train every arm of ``study`` with ``seeds`` seeds (0..seeds-1); return one row per run.
+
+    ``bars``: the trainer's progress bars; ``announce``: one line per run on stderr.
+    """
+    from ..engine.config import load_config
+
+    if fit is None:
+        from ..engine.trainer import fit
+    out = Path(out)
+    rows = []
+    runs = [(arm, seed) for arm in study.arms for seed in range(seeds)]
+    for i, (arm, seed) in enumerate(runs, 1):
+        folder = run_dir(out, study, arm, seed)
+        done = folder / RESULT
+        tag = f"[{study.name} {i}/{len(runs)}] {arm.label}, seed {seed}"
+        if done.is_file():
+            row = json.loads(done.read_text())
+            if announce:
+                print(f"{tag}: done before, kept", file=sys.stderr, flush=True)
+            rows.append(row)
+            continue
+        sets = [*study.common, *overrides, *arm.overrides, f"run.seed={seed}", "run.log_every=10"]
+        if epochs is not None:
+            sets.append(f"run.epochs={epochs}")
+        cfg = load_config(config, sets)
+        resume = (folder / "last.ckpt").is_file()
+        if not resume and folder.exists():
+            shutil.rmtree(folder)  # a run killed before its first checkpoint: start it again
+        if announce:
+            print(f"{tag}: {'resuming' if resume else 'training'} ({' '.join(arm.overrides)})",
+                  file=sys.stderr, flush=True)
+        result = fit(cfg, data, folder, resume=resume, progress=bars)
+        row = {"study": study.name, "arm": arm.label, "group": arm.group, "seed": seed,
+               "overrides": [*study.common, *overrides, *arm.overrides], **summarize_run(folder, result)}
+        atomic_write_bytes(done, (dumps(row, indent=1) + "\n").encode())
+        if announce:
+            err = row["test_top1_err"]
+            print(f"{tag}: test top-1 err {err:.2%}" if err is not None else f"{tag}: finished",
+                  file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
