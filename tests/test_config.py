@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from alexnet.engine.config import load_config, parse_yaml, recipe_names
+from alexnet.engine.config import TrainConfig, load_config, parse_yaml, recipe_names
 from alexnet.errors import UserError
 
 
@@ -53,3 +53,18 @@ def test_bad_values_are_one_line_errors(item, words):
 def test_shipped_recipes_pass_the_checks():
     for name in recipe_names():
         load_config(name)
+
+
+@pytest.mark.parametrize("name,lrn,has_lrn", [("alexnet-owt", None, False), ("alexnet-small", None, True),
+                                              ("alexnet-small", False, False), ("alexnet", True, True)])
+def test_model_options_pass_lrn_only_when_set(name, lrn, has_lrn):
+    """``model.lrn`` unset leaves the variant's own choice (alexnet-owt has none), so every variant trains."""
+    from alexnet import models
+    from alexnet.engine.trainer import model_options
+
+    cfg = TrainConfig()
+    cfg.model.name, cfg.model.lrn = name, lrn
+    opts = model_options(cfg, {"classes": ["a", "b"], "size": 256})
+    assert ("lrn" in opts) is (lrn is not None)
+    m = models.create(name, **opts)
+    assert m.cfg.has_lrn is has_lrn

@@ -32,7 +32,7 @@ class ModelConfig:
     name: str = "alexnet"
     input_size: int | None = None  # pixels; None: the model's default (224, 227, 32)
     activation: str = "relu"  # relu | tanh
-    lrn: bool = True
+    lrn: bool | None = None  # None: the variant's (on for alexnet/alexnet-caffe/alexnet-small, absent in alexnet-owt)
     pool: str = "overlap"  # overlap (3/2) | 2/2
     dropout: float = 0.5
     width: float = 1.0  # channel multiplier

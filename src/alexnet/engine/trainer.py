@@ -66,11 +66,12 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
         "num_classes": len(meta["classes"]),
         "in_channels": int(meta.get("channels", 3)),
         "activation": m.activation,
-        "lrn": m.lrn,
         "pool": m.pool,
         "dropout": m.dropout,
         "width": m.width,
     }
+    if m.lrn is not None:
+        opts["lrn"] = m.lrn
     if m.towers is not None:
         opts["towers"] = m.towers
     if m.init is not None:
