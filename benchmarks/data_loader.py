@@ -22,8 +22,23 @@ first decode excluded; the rate with start-up is printed too), over
 and the best run of each is kept. The ratio ours/classic is printed; the
 target is >= 3x.
 
+``--decode cpu device`` measures instead where our loader decodes, the
+loader alone on the same shards in the same run (rates counted as above,
+the device synchronised before the clock stops):
+
+    * ``cpu``: the worker processes decode and augment (libjpeg-turbo), the
+      batches copied to ``--device`` from pinned memory on a side stream;
+    * ``device``: the workers only read the JPEG bytes; decoding (nvJPEG on
+      a GPU, batched) and augmentation run on ``--device`` in the main
+      process, prefetched on a side stream.
+
+``--device`` defaults to CUDA when there is one. On a CPU, ``device`` is the
+bytes-only path decoding in the main process (the tests' path): it runs,
+and is not expected to be faster than the workers.
+
     python benchmarks/data_loader.py [--images 2000] [--workers 2] [--batch 128] [--epochs 1]
                                      [--repeats 2] [--dir DIR] [--json]
+                                     [--decode {cpu,device} ...] [--device auto|cpu|cuda]
 
 ``--dir`` keeps the generated images and prepared shards for a rerun.
 """
@@ -82,8 +97,9 @@ def make_images(root: Path, n: int, workers: int) -> dict:
     return info
 
 
-def rate(loader, epochs: int, set_epoch=None) -> dict:
-    """Images/s over the batches after the first, and over everything (start-up included)."""
+def rate(loader, epochs: int, set_epoch=None, sync=lambda: None) -> dict:
+    """Images/s over the batches after the first, and over everything (start-up included); ``sync`` waits
+    for the device before a clock is read."""
     t_start = time.perf_counter()
     total = after_first = 0
     t_first = None
@@ -94,10 +110,12 @@ def rate(loader, epochs: int, set_epoch=None) -> dict:
             n = labels.shape[0]
             total += n
             if t_first is None:
+                sync()
                 t_first = time.perf_counter()
             else:
                 after_first += n
             assert images.dtype == torch.float32 and images.shape[-1] == 224
+    sync()
     t_end = time.perf_counter()
     return {"images": total, "seconds": t_end - t_start, "images_per_s": after_first / (t_end - t_first),
             "images_per_s_with_startup": total / (t_end - t_start)}
@@ -123,7 +141,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each pipeline; the best is reported")
     ap.add_argument("--dir", default=None, help="keep the generated images and shards here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--decode", nargs="+", choices=("cpu", "device"), default=None,
+                    help="measure our loader alone with decoding in the worker processes (cpu) and/or on --device "
+                         "in the main process (device), instead of ours against the classic pipeline")
+    ap.add_argument("--device", default="auto", help="where the batches go for --decode: auto (cuda if any) | cpu | cuda")
     args = ap.parse_args()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     torch.set_num_threads(1)  # the main process only consumes batches
 
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
@@ -134,6 +157,8 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         prep = prepare(base / "src", out, progress=False)
 
+        if args.decode:
+            return report_decode(args, device, decode_rates(out, args, device), gen, prep, cores)
         runs_ours, runs_classic = [], []
         for _ in range(args.repeats):  # alternate, and keep the best of each: less at the mercy of other load
             ours = make_loader(out, "train", args.batch, train=True, num_workers=args.workers)
@@ -168,6 +193,46 @@ def main() -> None:
     print(f"  classic (ImageFolder + PIL):       {result['classic_images_per_s']:8.1f} images/s"
           f"  ({result['classic_with_startup']:.1f} with start-up)")
     print(f"  ratio ours / classic:              {result['ratio']:8.2f}x   (target >= 3x)")
+
+
+def decode_rates(prepared: Path, args, device: torch.device) -> dict:
+    """Best images/s of our loader alone for each decode location of ``args.decode``, run alternately."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    runs = {where: [] for where in args.decode}
+    for _ in range(args.repeats):
+        for where in args.decode:
+            loader = make_loader(prepared, "train", args.batch, train=True, num_workers=args.workers, device=device,
+                                 decode="workers" if where == "cpu" else "main")
+            runs[where].append(rate(loader, args.epochs, loader.set_epoch, sync))
+            loader.close()
+            del loader
+    return {where: max(r, key=lambda x: x["images_per_s"]) for where, r in runs.items()}
+
+
+def report_decode(args, device: torch.device, rates: dict, gen: dict, prep: dict, cores: int) -> None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}",
+        "device": f"{device} ({name})", "images": args.images, "repeats": args.repeats, "workers": args.workers,
+        "batch": args.batch, "mean_source_kb": round(gen["mean_kb"], 1),
+        "prepare_images_per_s": round(prep["images_per_s"], 1), "prepare_workers": prep["workers"],
+    }
+    for where, r in rates.items():
+        result[f"decode_{where}_images_per_s"] = round(r["images_per_s"], 1)
+        result[f"decode_{where}_with_startup"] = round(r["images_per_s_with_startup"], 1)
+    if len(rates) == 2:
+        result["ratio_device_over_cpu"] = round(rates["device"]["images_per_s"] / rates["cpu"]["images_per_s"], 2)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.images} JPEGs of about 500x375 ({result['mean_source_kb']} KB mean), {result['machine']}")
+    print(f"prepare ({prep['workers']} processes):           {result['prepare_images_per_s']:8.1f} images/s")
+    print(f"our loader alone, batches on {result['device']}, {args.workers} workers, batch {args.batch}:")
+    labels = {"cpu": "decode in the workers (cpu):", "device": f"decode on {device.type} (device):"}
+    for where, r in rates.items():
+        print(f"  {labels[where]:33s}{r['images_per_s']:8.1f} images/s  ({r['images_per_s_with_startup']:.1f} with start-up)")
+    if "ratio_device_over_cpu" in result:
+        print(f"  ratio device / cpu:              {result['ratio_device_over_cpu']:8.2f}x")
 
 
 if __name__ == "__main__":

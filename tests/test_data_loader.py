@@ -187,32 +187,6 @@ def test_bad_requests_are_user_errors(small, tmp_path):
         make_loader(small, "train", 4, rank=2, world_size=2)
 
 
-@pytest.mark.parametrize("fixture", ["jpg", "small"])
-def test_device_path_equals_the_worker_path(request, fixture):
-    """With ``device=``, workers only read bytes and the main process decodes and augments (on a GPU with CUDA).
-    Run here on the CPU: the same batches as the workers' path."""
-    data = request.getfixturevalue(fixture)
-    for train in (True, False):
-        plain = batches(make_loader(data, "train", 4, train=train, seed=2, num_workers=0))
-        loader = make_loader(data, "train", 4, train=train, seed=2, num_workers=0)
-        loader.device, loader._batches.on_device = torch.device("cpu"), True
-        moved = batches(loader)
-        assert len(plain) == len(moved)
-        for (xa, ya), (xb, yb) in zip(plain, moved):
-            torch.testing.assert_close(xa, xb, atol=1e-6, rtol=0)
-            assert torch.equal(ya, yb)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_decode_and_augment(jpg):
-    cpu = batches(make_loader(jpg, "train", 4, train=True, seed=2, num_workers=0))
-    gpu = [(x.cpu(), y.cpu()) for x, y in make_loader(jpg, "train", 4, train=True, seed=2, num_workers=1, device="cuda")]
-    for (xa, ya), (xb, yb) in zip(cpu, gpu):
-        assert torch.equal(ya, yb)
-        assert (xa - xb).abs().mean() < 2 / 255  # nvJPEG and libjpeg-turbo may differ by a grey level or so
-
-
 def test_a_samples_augmentation_depends_on_the_sample_alone(small):
     """(seed, epoch, sample id) fix the crop, flip and lighting: batch size and ranks do not matter."""
     whole = make_loader(small, "train", 48, train=True, seed=5, epoch=2, num_workers=0)

@@ -1,8 +1,8 @@
 """``make_loader``: batches from the prepared shards, deterministic, DDP-aware.
 
 Reading. Every sample is found through ``<split>.index.npy`` in a
-memory-mapped shard: a JPEG is one slice, decoded by libjpeg-turbo
-(:func:`alexnet.data.shards.decode_jpegs` on the whole batch); raw samples (small
+memory-mapped shard: a JPEG is one slice, decoded by libjpeg-turbo (nvJPEG on a
+GPU; :func:`alexnet.data.shards.decode_jpegs` on the whole batch); raw samples (small
 images) are copied straight out of the mapped file, so a small dataset is held
 in memory once, by the page cache, whatever the number of workers.
 
@@ -36,16 +36,37 @@ exactly the batches an uninterrupted epoch would have made from j on.
 
 Pixels stay uint8 through decoding and the crop; the last step (float,
 lighting, minus the mean image or colour, times ``scale / 255``; or
-``normalize``) runs in the
-worker, or on ``device`` (e.g. ``"cuda"``): then the workers only read bytes
-and the batch is decoded (``decode_jpeg(..., device="cuda")``) and augmented
-on the GPU, with the same random draws as on the CPU.
+``normalize``) comes after. Decoding and all of that run in one of two
+places (``decode``):
+
+* ``"workers"`` (the default for CPU batches): the worker processes
+  decode, crop, flip, light and centre, and hand over float batches (written
+  into shared memory);
+* ``"main"`` (the default with a GPU ``device``): the workers only read the
+  compressed bytes (raw samples: their uint8 pixels) and draw the
+  augmentation parameters; the main process decodes the batch
+  (:func:`alexnet.data.shards.decode_jpegs` on ``device``: batched nvJPEG on
+  a GPU) and augments it there, with the same draws and the same code
+  (:meth:`_Batches.finish`). On a CUDA device the batches equal the workers'
+  up to decoder rounding (and float rounding); on the CPU (``device=None``,
+  how the tests run this path without a GPU) they are bitwise the same.
+
+Delivery. With a CUDA ``device`` the batches arrive on it: the DataLoader pins
+what the workers hand over, and :func:`prefetch` copies it (``non_blocking``)
+and, for ``"main"``, decodes and augments it, up to two batches ahead, in a
+background thread on a side CUDA stream, so that this overlaps the training
+step; the consumer's stream waits for each batch's event and the batch is
+``record_stream``-ed to it. Without a CUDA device nothing of this runs: the
+batches pass straight through.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -91,16 +112,150 @@ def sample_uniforms(seed: int, epoch: int, ids, count: int) -> torch.Tensor:
     return torch.from_numpy((streams >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
+DECODE_CHOICES = ("auto", "cpu", "cuda")  # the config's data.decode
+
+
+def decode_location(decode: str, device, data_format: str) -> str:
+    """The loader's ``decode`` for the config's ``data.decode`` when training on ``device``.
+
+    ``"auto"``: ``"main"`` (nvJPEG and the augmentation on the GPU) when
+    training on CUDA from JPEG shards, else ``"workers"``; ``"cpu"``:
+    ``"workers"``; ``"cuda"``: ``"main"``, and a one-line UserError unless
+    training runs on CUDA (small raw images then have only their augmentation
+    moved to the GPU).
+    """
+    device = torch.device(device)
+    if decode == "auto":
+        return "main" if device.type == "cuda" and data_format == "jpg" else "workers"
+    if decode == "cpu":
+        return "workers"
+    if decode == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("data.decode: cuda asked for, but CUDA is not available here")
+        if device.type != "cuda":
+            raise UserError(f"data.decode: cuda needs training on a CUDA device, not {device} (run.device)")
+        return "main"
+    raise UserError(f"data.decode must be one of {', '.join(DECODE_CHOICES)}, not {decode!r}")
+
+
+class _Failed:
+    """An exception of the prefetch thread, raised again in the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def _tensors(obj) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def prefetch(batches: Iterable, finish: Callable, device: torch.device | None = None, depth: int = 2,
+             background: bool | None = None) -> Iterator:
+    """``finish(batch)`` for each of ``batches``, in order; on a CUDA ``device``, ``depth`` batches ahead.
+
+    Without a CUDA device (and ``background`` not set) this is a plain
+    ``map``. On CUDA, a thread takes the batches from the DataLoader (pinned
+    there), runs ``finish`` on a side stream (its ``non_blocking`` copies,
+    decoding and augmentation queue there) and records an event per batch;
+    the consumer makes its current stream wait for that event (per batch:
+    ``wait_stream`` would also wait for the batches queued after it) and
+    ``record_stream``-s the batch's tensors to it, so their memory is not
+    reused while the step still reads them. As NVIDIA Apex's and timm's
+    prefetchers, with one difference: a thread, not the consumer's own
+    ``next()``, issues the work, because torchvision's nvJPEG decode waits on
+    the host for its stream and the training loop reads the loss every step,
+    so in one thread decoding batch k + 1 and step k would run one after the
+    other; those waits release the GIL, so the step's Python runs meanwhile.
+
+    ``background=True`` runs the thread on the CPU too (tests: order, errors,
+    an early stop). An exception of ``finish`` or of ``batches`` is raised in
+    the consumer; closing the generator (a ``break``) stops and joins the thread.
+    """
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if not (cuda if background is None else background):
+        for item in batches:
+            yield finish(item)
+        return
+    device = torch.device(device) if cuda else None
+    stream = torch.cuda.Stream(device) if cuda else None
+    ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work() -> None:
+        try:
+            if cuda:
+                torch.cuda.set_device(device)  # the current device and stream are per thread
+                torch.cuda.set_stream(stream)
+            for item in batches:
+                if stop.is_set():
+                    return
+                out = finish(item)
+                event = None
+                if cuda:
+                    event = torch.cuda.Event()
+                    event.record(stream)
+                if not put((out, event)):
+                    return
+            put(_END)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(_Failed(e))
+
+    thread = threading.Thread(target=work, name="alexnet-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry = ready.get()
+            if entry is _END:
+                return
+            if isinstance(entry, _Failed):
+                raise entry.error
+            out, event = entry
+            if cuda:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                for t in _tensors(out):
+                    if t.device.type == "cuda":
+                        t.record_stream(current)
+            yield out
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _Batches(torch.utils.data.Dataset):
-    """Batch k of an epoch, by key ``(epoch, k)``; read and transformed in a worker."""
+    """Batch k of an epoch, by key ``(epoch, k)``: read (and, unless ``bytes_only``, finished) in a worker.
+
+    Item: ``(images, labels)``; with ``bytes_only`` (decoding in the main
+    process) ``(payload, labels, params)``: the compressed bytes or raw uint8
+    pixels of :meth:`read` and the draws of :meth:`params`, for :meth:`finish`.
+    """
 
     def __init__(self, root: Path, meta: dict, split: str, index: np.ndarray, transform, train: bool,
-                 batch_size: int, seed: int, rank: int, world_size: int, on_device: bool):
+                 batch_size: int, seed: int, rank: int, world_size: int, bytes_only: bool):
         self.root, self.shards = root, meta["shards"][split]
         self.format, self.size, self.channels = meta["format"], int(meta["size"]), int(meta.get("channels", 3))
         self.index, self.transform, self.train = index, transform, train
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.on_device = on_device
+        self.bytes_only = bytes_only
         if self.format == "jpg":
             jpeg_decoder()  # chosen and loaded once here: forked workers then start decoding at once
         self._maps: dict[int, np.memmap] = {}
@@ -136,9 +291,6 @@ class _Batches(torch.utils.data.Dataset):
         images = torch.from_numpy(out).view(len(rows), self.size, self.size, self.channels).permute(0, 3, 1, 2)
         return images.contiguous(), labels
 
-    def decode(self, data, device=None) -> torch.Tensor:
-        return torch.stack(decode_jpegs(data, self.channels, device))
-
     def params(self, epoch: int, ids: np.ndarray):
         """The training draws of these samples: a function of (seed, epoch, sample id) only."""
         if not self.train:
@@ -146,26 +298,30 @@ class _Batches(torch.utils.data.Dataset):
         u = sample_uniforms(self.seed, epoch, ids, self.transform.uniforms_needed(self.channels))
         return self.transform.sample(len(ids), self.size, self.size, uniforms=u)
 
+    def finish(self, payload, params, device: torch.device | None = None, out: torch.Tensor | None = None):
+        """The float batch of a :meth:`read` payload: decoded, cut, flipped, lit and centred on ``device``
+        (None: the CPU), with the draws ``params``; into ``out`` if given. The one pipeline of both places."""
+        if self.format == "jpg":
+            images = decode_jpegs(payload, self.channels, device)  # a list: the training crop is cut from each
+            if not self.train:
+                images = torch.stack(images)
+        else:
+            images = payload if device is None else payload.to(device, non_blocking=True)
+        if self.train:
+            return self.transform.apply(images, params, out)
+        return self.transform.apply(images, out)
+
     def __getitem__(self, key):
         epoch, k = key
         ids = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
         payload, labels = self.read(ids)
         params = self.params(epoch, ids)
-        if self.on_device:
+        if self.bytes_only:
             return payload, labels, params
-        if self.format == "jpg":
-            images = decode_jpegs(payload, self.channels)  # a list: the training crop is cut from each, unstacked
-            if not self.train:
-                images = torch.stack(images)
-        else:
-            images = payload
-        b, c = len(images), images[0].shape[0]
         s = self.transform.crop.size if self.train else self.transform.size
+        b, c = len(ids), self.channels
         shape = (b, c, s, s) if self.train or self.transform.tta == "center" else (b, 10, c, s, s)
-        out = _output(shape)
-        if self.train:
-            return self.transform.apply(images, params, out), labels
-        return self.transform.apply(images, out), labels
+        return self.finish(payload, params, out=_output(shape)), labels
 
 
 class _Position:
@@ -196,7 +352,8 @@ class ShardLoader:
     def __init__(self, prepared_dir, split: str, batch_size: int, train: bool = True, tta: str = "center",
                  input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
-                 start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0):
+                 start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0,
+                 decode: str | None = None):
         root = Path(prepared_dir)
         self.meta = meta = read_meta(root)
         if split not in meta.get("splits", {}):
@@ -213,6 +370,21 @@ class ShardLoader:
             raise UserError(f"num_workers must be 0 or more, not {num_workers}")
         if not scale > 0:
             raise UserError(f"scale must be positive, not {scale}")
+        try:
+            device = None if device is None else torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise UserError(f"unknown device {device!r}: {e}") from None
+        if device is not None and device.type == "cpu":
+            device = None  # CPU batches: nothing to copy
+        if device is not None and device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise UserError(f"device {device} asked for, but CUDA is not available here")
+            if device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+        if decode is None:
+            decode = "workers" if device is None else "main"
+        if decode not in ("workers", "main"):
+            raise UserError(f"decode must be 'workers' or 'main', not {decode!r}")
         size = int(meta["size"])
         if input_size is None:
             input_size = size if is_small(size) else min(224, size)
@@ -234,11 +406,13 @@ class ShardLoader:
         self.batch_size, self.seed, self.rank, self.world_size = int(batch_size), int(seed), int(rank), int(world_size)
         self.drop_last = train if drop_last is None else bool(drop_last)
         self.classes, self.class_names = list(meta["classes"]), list(meta.get("class_names", meta["classes"]))
-        self.device = torch.device(device) if device is not None and torch.device(device).type != "cpu" else None
+        self.device, self.decode = device, decode
         self.num_workers = int(num_workers)
         self.transform = transform
         self._batches = _Batches(root, meta, split, index, transform, train, self.batch_size, self.seed,
-                                 self.rank, self.world_size, self.device is not None)
+                                 self.rank, self.world_size, bytes_only=decode == "main")
+        # prefetch in a thread on a side stream: on CUDA (tests set it to run that code on the CPU)
+        self._background = device is not None and device.type == "cuda"
         self._rank_samples = len(rank_order(len(index), train, self.seed, 0, self.rank, self.world_size, self.batch_size))
         self._position = _Position(int(epoch), int(start_batch), len(self))
         self._loader = None
@@ -294,18 +468,23 @@ class ShardLoader:
         self._loader = None
 
     def __iter__(self):
-        for item in self._dataloader():
-            if self.device is None:
-                yield item
-                continue
+        batches = iter(self._dataloader())  # here, not in a thread: it reads the epoch and start batch now
+        if self.device is None and self.decode == "workers" and not self._background:
+            return batches
+        return prefetch(batches, self._finish, self.device, background=self._background)
+
+    def _finish(self, item):
+        """A batch as the DataLoader hands it over -> ``(images, labels)`` on ``self.device`` (None: the CPU)."""
+        if self.decode == "main":
             payload, labels, params = item
-            b = self._batches
-            if b.format == "jpg":
-                images = b.decode(payload, device=self.device)
-            else:
-                images = payload.to(self.device, non_blocking=True)
-            out = self.transform.apply(images, params) if self.train else self.transform.apply(images)
-            yield out, labels.to(self.device, non_blocking=True)
+            images = self._batches.finish(payload, params, self.device)
+        else:
+            images, labels = item
+            if self.device is not None:
+                images = images.to(self.device, non_blocking=True)  # pinned by the DataLoader
+        if self.device is not None:
+            labels = labels.to(self.device, non_blocking=True)
+        return images, labels
 
     def __repr__(self) -> str:
         return (f"ShardLoader(split={self.split!r}, train={self.train}, batches={len(self)}, batch_size={self.batch_size}, "
@@ -315,7 +494,8 @@ class ShardLoader:
 def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, train: bool = True, tta: str = "center",
                 input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                 num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
-                start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0) -> ShardLoader:
+                start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0,
+                decode: str | None = None) -> ShardLoader:
     """Batches ``(images float32 B x C x H x W, labels int64 B)`` of ``split`` of a prepared folder.
 
     ``train``: random crop + flip + PCA lighting (std ``lighting``, 0 for
@@ -327,8 +507,13 @@ def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, tr
     ``"rgb"``; ``scale``: the input is ``(pixel - mean) * scale / 255`` (255:
     the paper's raw pixels minus the mean; 1: [0, 1] units);
     ``normalize={"mean": [...], "std": [...]}`` replaces all that by
-    torchvision's ``(x / 255 - mean) / std``. See the module docstring for order, ranks and
-    determinism.
+    torchvision's ``(x / 255 - mean) / std``. ``device``: where the batches
+    arrive (None or ``"cpu"``: the CPU; ``"cuda"``: prefetched there on a side
+    stream); ``decode``: ``"workers"`` (the worker processes decode and
+    augment) or ``"main"`` (they only read bytes; this process decodes and
+    augments on ``device``); default ``"main"`` with a GPU ``device``, else
+    ``"workers"``.
+    See the module docstring for order, ranks, determinism and where decoding runs.
     """
     return ShardLoader(prepared_dir, split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
-                       num_workers, mean, lighting, drop_last, start_batch, device, normalize, scale)
+                       num_workers, mean, lighting, drop_last, start_batch, device, normalize, scale, decode)

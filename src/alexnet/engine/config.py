@@ -45,6 +45,8 @@ class ModelConfig:
 class DataConfig:
     batch_size: int = 128  # global, over all processes and accumulation steps
     workers: int = 2  # loader processes per training process
+    decode: str = "auto"  # auto | cpu | cuda: where JPEGs are decoded and augmented; cpu: in the loader processes,
+    # cuda: on the training GPU (nvJPEG; the processes only read bytes); auto: cuda when training on CUDA from JPEGs
     mean: str = "image"  # image (the paper's mean image) | rgb
     scale: float | None = None  # input = (pixel - mean) * scale / 255: 255 the paper's raw pixels, 1 [0, 1] units;
     # None: the scale the model's init was chosen for (255 for paper/caffe init, 1 for kaiming/torch)
@@ -104,6 +106,7 @@ CHOICES = {
     "model.pool": ("overlap", "2/2"),
     "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
+    "data.decode": ("auto", "cpu", "cuda"),
     "schedule.kind": ("plateau", "onecycle"),
     "data.eval_tta": TTA,
     "optim.rule": ("paper", "torch"),

@@ -21,6 +21,7 @@ import torch
 
 from .. import models
 from ..data import is_small, load_stats, make_loader, read_meta
+from ..data.loader import decode_location
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
 from ..fileio import atomic_write
@@ -266,12 +267,14 @@ class Trainer:
             os.kill(os.getpid(), 9)
 
     def loader(self, split: str, train: bool, tta: str = "center"):
+        """Batches of ``split`` on this process's device; decoded and augmented where ``data.decode`` says."""
         cfg = self.cfg
+        decode = decode_location(cfg.data.decode, self.dist.device, self.meta.get("format", "jpg"))
         return make_loader(
             self.data, split, self.rank_batch if train else max(1, self.rank_batch // TTA_VIEWS[tta]),
             train=train, tta=tta, input_size=self.input_size, seed=cfg.run.seed, epoch=self.state.epoch,
             rank=self.dist.rank, world_size=self.dist.world_size, num_workers=cfg.data.workers,
-            mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale)
+            mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale, device=self.dist.device, decode=decode)
 
     def fit(self) -> dict:
         cfg, s = self.cfg, self.state
