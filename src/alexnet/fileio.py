@@ -61,11 +61,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         pass
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename (see :func:`atomic_path`)."""
+def atomic_write(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename (see :func:`atomic_path`).
+
+    ``data``: bytes (or any bytes-like object), or a callable ``data(file)``
+    that writes into the open binary file (``torch.save``, ``np.save``, ...).
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            write(f)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
     return Path(path)
@@ -78,11 +85,6 @@ def remove_temporaries(folder: str | os.PathLike) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """:func:`atomic_write` of a bytes object."""
-    return atomic_write(path, lambda f: f.write(data))
 
 
 def _describe(st: os.stat_result) -> str:

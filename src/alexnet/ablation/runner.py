@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write
 from ..strict_json import dumps
 from .studies import TARGET_TRAIN_ERR, Arm, Study
 
@@ -127,7 +127,7 @@ def run_study(study: Study, data: str | os.PathLike, out: str | os.PathLike, *, 
         result = fit(cfg, data, folder, resume=resume, progress=bars)
         row = {"study": study.name, "arm": arm.label, "group": arm.group, "seed": seed,
                "overrides": [*study.common, *overrides, *arm.overrides], **summarize_run(folder, result)}
-        atomic_write_bytes(done, (dumps(row, indent=1) + "\n").encode())
+        atomic_write(done, (dumps(row, indent=1) + "\n").encode())
         if announce:
             err = row["test_top1_err"]
             print(f"{tag}: test top-1 err {err:.2%}" if err is not None else f"{tag}: finished",

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from statistics import mean, stdev
 
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write
 from ..strict_json import dumps
 from .studies import TARGET_TRAIN_ERR, Study
 
@@ -137,9 +137,9 @@ def write_outputs(study: Study, rows: list[dict], out: str | os.PathLike) -> dic
 
     folder = Path(out) / study.name
     table = folder / "table.md"
-    atomic_write_bytes(table, markdown(study, rows).encode())
+    atomic_write(table, markdown(study, rows).encode())
     summary = folder / "summary.json"
-    atomic_write_bytes(summary, (dumps({"study": study.name, "claim": study.claim, "runs": [
+    atomic_write(summary, (dumps({"study": study.name, "claim": study.claim, "runs": [
         {k: v for k, v in r.items() if k not in ("curve", "train_err_curve")} for r in rows]}, indent=1)
         + "\n").encode())
     png = save_figure(figure(study, rows), folder / "curves.png")

@@ -1,4 +1,4 @@
-"""Weights out of the project: safetensors, ONNX, TorchScript, ``torch.export``.
+"""Weights out of the project: safetensors (+ config.json), ONNX, TorchScript, ``torch.export``.
 
 Every exported file carries what a deployer needs to feed the network, as
 strings (JSON values) under these keys: safetensors metadata, ONNX
@@ -14,22 +14,41 @@ strings (JSON values) under these keys: safetensors metadata, ONNX
                     or (pixel / 255 - mean) / std when normalize is set; the image is first
                     scaled to shorter side `resize` and centre-squared, and "image" means the
                     mean image (resized to resize x resize) is taken off before the centre crop
-    data_stats      {"mean_rgb": [C], "mean_image": {"shape", "dtype", "base64"}} in pixel units
-                    (schema 1: [0, 1] units); base64 of little-endian float32, H x W x C
+    data_stats      {"mean_rgb": [C], "mean_image": ...} in pixel units (schema 1: [0, 1] units);
+                    mean_image is H x W x C float32: in a .safetensors export the tensor
+                    ``mean_image`` of the same file ({"tensor": "mean_image", "shape", "dtype"}),
+                    in the programs {"shape", "dtype", "base64"} (little-endian float32)
     input           {"name": "image", "shape": ["batch", C, crop, crop], "output": "logits"}
 
-The programs take ``batch x C x crop x crop`` float32 images (any batch size)
-and return logits. LRN is exported as plain tensor ops (``models/lrn.py``), so
-no program needs this package or its compiled kernel. A ``.safetensors`` file
-written here holds exactly the checkpoint's ``state_dict`` (it loads into
-``models.create(...)`` as is) and reads back as a checkpoint
-(:func:`load_safetensors`; ``load_checkpoint`` does so for any ``.safetensors``
-path), so every command that takes a checkpoint takes it.
+**safetensors** writes two files: ``OUT.safetensors`` holds the checkpoint's
+``state_dict`` under its own keys plus, when the checkpoint has one, the mean
+image as the tensor ``mean_image`` (pop it before ``load_state_dict``), and
+the keys above as its metadata; ``config.json`` beside it (one export per
+folder) holds the same keys as JSON values, plus ``weights`` (the file name),
+``weights_sha256`` and ``pretrained_cfg`` (timm's keys: input_size,
+interpolation, crop_pct, mean/std in [0, 1] units; see models/pretrained.py).
+The weights are written first and config.json last, each atomically, so a
+config.json whose sha256 matches describes a complete pair. The pair reads
+back as a checkpoint (:func:`load_safetensors`; ``load_checkpoint`` does so for
+any ``.safetensors`` path, ``models.create(name, checkpoint_path=FILE or
+FOLDER)`` too), so every command that takes a checkpoint takes it; a weights
+file re-saved without the metadata is read through the config.json that
+names it.
+
+The **programs** take ``batch x C x crop x crop`` float32 images (any batch
+size) and return logits; none needs this package or its compiled LRN kernel.
+ONNX expresses LRN as the standard ``LRN`` operator, one per tower (``Split``
+on channels, ``LRN``, ``Concat``): ONNX's LRN, like Caffe's, divides alpha by
+the window size, so the exporter writes alpha = (the paper's alpha) x size
+(5e-4 for the paper's 1e-4; a model already in alpha/n form keeps its alpha).
+TorchScript and ``torch.export`` get LRN as plain tensor ops (``models/lrn.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import json
 import os
 import warnings
@@ -40,7 +59,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import atomic_write, atomic_write_bytes, require_file
+from ..fileio import atomic_write, require_file
 from ..strict_json import dumps
 from .checkpoint import SCHEMA, build_model, load_checkpoint
 from .inference import eval_transform
@@ -50,6 +69,8 @@ SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"
 FORMAT_TAG = "alexnet-export/1"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 META_KEYS = ("format", "schema", "model", "classes", "class_names", "eval_transform", "data_stats", "input")
+CONFIG_FILE = "config.json"  # beside a .safetensors export
+MEAN_IMAGE_KEY = "mean_image"  # the mean image's tensor in a .safetensors export (no module's key: those hold a dot)
 
 
 # ---------------------------------------------------------------- metadata
@@ -63,15 +84,26 @@ def _array_from_json(d: dict) -> torch.Tensor:
     return torch.from_numpy(a.copy())
 
 
-def metadata(ckpt: dict[str, Any], model: torch.nn.Module) -> dict[str, str]:
-    """The keys of the module doc, as strings, for checkpoint ``ckpt`` of ``model``."""
+def _mean_image(ckpt: dict[str, Any]) -> torch.Tensor | None:
+    m = (ckpt.get("data_stats") or {}).get("mean_image")
+    return None if m is None else torch.as_tensor(np.asarray(m, dtype=np.float32)).contiguous()
+
+
+def metadata(ckpt: dict[str, Any], model: torch.nn.Module, mean_image_tensor: str | None = None) -> dict[str, str]:
+    """The keys of the module doc, as strings, for checkpoint ``ckpt`` of ``model``.
+
+    ``mean_image_tensor``: the name of the tensor that holds the mean image in the same
+    file (a .safetensors export); otherwise the mean image is written out in base64.
+    """
     spec = eval_transform(ckpt, model)
     stats = ckpt.get("data_stats") or {}
     data_stats = {}
     if stats.get("mean_rgb") is not None:
         data_stats["mean_rgb"] = np.asarray(stats["mean_rgb"], dtype=np.float64).tolist()
-    if stats.get("mean_image") is not None:
-        data_stats["mean_image"] = _array_to_json(stats["mean_image"])
+    mean_image = _mean_image(ckpt)
+    if mean_image is not None:
+        data_stats["mean_image"] = (_array_to_json(mean_image) if mean_image_tensor is None else
+                                    {"tensor": mean_image_tensor, "shape": list(mean_image.shape), "dtype": "float32"})
     channels = int(model.cfg.in_channels)
     values = {
         "format": FORMAT_TAG,
@@ -87,18 +119,28 @@ def metadata(ckpt: dict[str, Any], model: torch.nn.Module) -> dict[str, str]:
 
 
 def checkpoint_from_metadata(meta: dict[str, str], state_dict: dict[str, torch.Tensor], path) -> dict[str, Any]:
-    """The checkpoint dict (model, weights, classes, transform, statistics) that :func:`metadata` describes."""
+    """The checkpoint dict (model, weights, classes, transform, statistics) that :func:`metadata` describes.
+
+    A mean image stored as a tensor of the file is taken out of ``state_dict``.
+    """
     if meta.get("format") != FORMAT_TAG:
-        raise UserError(f"{path} carries no alexnet metadata (not written by `alexnet export`); "
-                        f"for torchvision weights use `alexnet convert torchvision`")
+        raise UserError(f"{path} carries no alexnet metadata (not written by `alexnet export`, and no {CONFIG_FILE} "
+                        f"beside it names it); for torchvision weights use `alexnet convert torchvision`")
+    state_dict = dict(state_dict)
     try:
-        values = {k: json.loads(v) for k, v in meta.items() if k != "format"}
+        values = {k: json.loads(v) for k, v in meta.items() if k in META_KEYS and k != "format"}
         stats = values.get("data_stats") or {}
         data_stats = {}
         if "mean_rgb" in stats:
             data_stats["mean_rgb"] = torch.tensor(stats["mean_rgb"], dtype=torch.float32)
         if "mean_image" in stats:
-            data_stats["mean_image"] = _array_from_json(stats["mean_image"])
+            ref = stats["mean_image"]
+            if "tensor" in ref:
+                if ref["tensor"] not in state_dict:
+                    raise KeyError(f"mean image tensor {ref['tensor']!r} missing from the weights")
+                data_stats["mean_image"] = state_dict.pop(ref["tensor"]).float()
+            else:
+                data_stats["mean_image"] = _array_from_json(ref)
         ckpt = {"schema": int(values["schema"]), "model": values["model"], "state_dict": state_dict,
                 "classes": values["classes"], "class_names": values["class_names"],
                 "eval_transform": values["eval_transform"], "data_stats": data_stats}
@@ -109,8 +151,23 @@ def checkpoint_from_metadata(meta: dict[str, str], state_dict: dict[str, torch.T
     return ckpt
 
 
+def _config_beside(path: Path) -> dict[str, str] | None:
+    """The metadata strings of the config.json beside ``path`` that names it as its weights, if there is one."""
+    config = path.parent / CONFIG_FILE
+    if not config.is_file():
+        return None
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{config}: not a readable JSON file ({type(e).__name__})") from None
+    if not isinstance(values, dict) or values.get("weights") != path.name or values.get("format") != FORMAT_TAG:
+        return None
+    return {k: v if k == "format" else dumps(v) for k, v in values.items() if k in META_KEYS}
+
+
 def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint dict from a ``.safetensors`` file written by :func:`export_checkpoint`."""
+    """A checkpoint dict from a ``.safetensors`` file written by :func:`export_checkpoint`: its own
+    metadata, or (the weights re-saved without it) that of the config.json beside it naming it."""
     from safetensors import safe_open
 
     path = require_file(path, "checkpoint")
@@ -120,6 +177,8 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
             state_dict = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # truncated, not safetensors
         raise UserError(f"cannot read {path}: not a safetensors file, or truncated ({type(e).__name__})") from None
+    if meta.get("format") != FORMAT_TAG:
+        meta = _config_beside(path) or meta
     return checkpoint_from_metadata(meta, state_dict, path)
 
 
@@ -133,29 +192,102 @@ def _batch_dim():
     return ({0: torch.export.Dim("batch")},)
 
 
+def written_files(fmt: str, out: str | os.PathLike) -> list[Path]:
+    """Every file ``export_checkpoint(..., fmt, out)`` writes: ``out``, and config.json beside a safetensors export."""
+    out = Path(out)
+    return [out, out.parent / CONFIG_FILE] if fmt == "safetensors" else [out]
+
+
 def _safetensors(model, ckpt, meta, example, out: Path) -> None:
     from safetensors.torch import save
 
-    weights = {k: v.detach().contiguous() for k, v in ckpt["state_dict"].items()}
-    atomic_write_bytes(out, save(weights, metadata=meta))
+    from ..models.pretrained import checkpoint_pretrained_cfg
+
+    tensors = {k: v.detach().contiguous() for k, v in ckpt["state_dict"].items()}
+    mean_image = _mean_image(ckpt)
+    if mean_image is not None:
+        tensors[MEAN_IMAGE_KEY] = mean_image
+        meta = metadata(ckpt, model, mean_image_tensor=MEAN_IMAGE_KEY)
+    data = save(tensors, metadata=meta)
+    config = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
+    pretrained_cfg = checkpoint_pretrained_cfg(model, ckpt)
+    if pretrained_cfg["mean_image"] is not None:
+        units = "pixels 0..255" if config["schema"] >= 2 else "[0, 1]: times 255 for pixels"  # schema 1
+        pretrained_cfg["mean_image"] = {**config["data_stats"]["mean_image"], "units": units}
+    for key in ("label_names", "label_descriptions"):  # the file's classes and class_names
+        pretrained_cfg.pop(key)
+    config.update(weights=out.name, weights_sha256=hashlib.sha256(data).hexdigest(), pretrained_cfg=pretrained_cfg)
+    atomic_write(out, data)  # the weights first, config.json last: a config.json whose sha256 matches ends a whole pair
+    atomic_write(out.parent / CONFIG_FILE, (dumps(config, indent=1) + "\n").encode())
 
 
-def _onnx(model, ckpt, meta, example, out: Path) -> None:
+# The LRN layers of an ONNX export: a custom op that the exporter translates to ONNX's LRN operator.
+@torch.library.custom_op("alexnet::lrn_onnx", mutates_args=())
+def _lrn_onnx(x: torch.Tensor, size: int, scale: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    from ..models.lrn import local_response_norm
+
+    return local_response_norm(x, size, scale, beta, k, groups)  # scale: the paper's alpha (sum form)
+
+
+@_lrn_onnx.register_fake
+def _(x, size, scale, beta, k, groups):
+    return torch.empty_like(x)
+
+
+class _ONNXLRN(torch.nn.Module):
+    """A LocalResponseNorm layer as the ``alexnet::lrn_onnx`` op (sum-form alpha)."""
+
+    def __init__(self, lrn) -> None:
+        super().__init__()
+        self.size, self.beta, self.k, self.groups = int(lrn.size), float(lrn.beta), float(lrn.k), int(lrn.groups)
+        self.scale = float(lrn.alpha / lrn.size if lrn.alpha_per_channel else lrn.alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.alexnet.lrn_onnx(x, self.size, self.scale, self.beta, self.k, self.groups)
+
+
+def _onnx_lrn_translation():
+    """``alexnet::lrn_onnx`` in ONNX: per tower (Split on channels) the standard LRN, whose alpha is
+    divided by size (ONNX: x / (bias + alpha / size * sum of squares) ** beta), so alpha = scale * size."""
+    from onnxscript import opset18 as op
+
+    def lrn(x, size: int, scale: float, beta: float, k: float, groups: int):
+        towers = op.Split(x, axis=1, num_outputs=groups) if groups > 1 else [x]
+        out = [op.LRN(t, size=size, alpha=scale * size, beta=beta, bias=k) for t in towers]
+        return op.Concat(*out, axis=1) if groups > 1 else out[0]
+
+    return {torch.ops.alexnet.lrn_onnx.default: lrn}
+
+
+def onnx_program(model: torch.nn.Module, example: torch.Tensor):
+    """``model`` (not changed) as an ONNX ModelProto, batch dimension free, LRN as ONNX ``LRN`` per tower."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
     except ImportError as e:
         raise UserError(f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing): "
                         f"pip install onnx onnxscript") from None
+    from ..models.lrn import LocalResponseNorm
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LocalResponseNorm):
+                setattr(parent, name, _ONNXLRN(child))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                    dynamic_shapes=_batch_dim(), external_data=False, verbose=False)
-    proto = program.model_proto
+                                    dynamic_shapes=_batch_dim(), external_data=False, verbose=False,
+                                    custom_translation_table=_onnx_lrn_translation())
+    return program.model_proto
+
+
+def _onnx(model, ckpt, meta, example, out: Path) -> None:
+    proto = onnx_program(model, example)
     for key, value in meta.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
-    atomic_write_bytes(out, proto.SerializeToString())
+    atomic_write(out, proto.SerializeToString())
 
 
 def _torchscript(model, ckpt, meta, example, out: Path) -> None:
@@ -174,15 +306,20 @@ _WRITERS = {"safetensors": _safetensors, "onnx": _onnx, "torchscript": _torchscr
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike) -> dict[str, str]:
-    """Write checkpoint ``checkpoint`` as ``fmt`` (one of :data:`FORMATS`) to ``out``; returns the metadata written."""
+    """Write checkpoint ``checkpoint`` as ``fmt`` (one of :data:`FORMATS`) to ``out`` (and config.json beside a
+    safetensors export); returns the metadata written."""
     if fmt not in _WRITERS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if fmt == "safetensors" and out.suffix != SUFFIXES[fmt]:  # readers (load_checkpoint, models.create) go by it
+        raise UserError(f"--out {out}: name a safetensors export *.safetensors (e.g. model.safetensors), "
+                        f"so that alexnet's readers know it; config.json is written beside it")
     ckpt = load_checkpoint(checkpoint)
     model = build_model(ckpt).eval()
     meta = metadata(ckpt, model)
     spec = json.loads(meta["eval_transform"])
     with torch.no_grad():
-        _WRITERS[fmt](model, ckpt, meta, _example(model, spec), Path(out))
+        _WRITERS[fmt](model, ckpt, meta, _example(model, spec), out)
     return meta
 
 
