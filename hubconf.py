@@ -15,7 +15,7 @@ holding one)::
 import os
 import sys
 
-dependencies = ["torch", "numpy", "safetensors"]
+dependencies = ["torch", "numpy", "safetensors", "PIL"]  # PIL: alexnet.data (pretrained_cfg's small-image rule)
 
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")
 if _SRC not in sys.path:  # a checkout that was not pip-installed: the package is in src/

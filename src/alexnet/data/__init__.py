@@ -20,7 +20,7 @@ small-image cut-off), ``transforms`` (augmentation and test patches),
 
 from . import transforms
 from .loader import ShardLoader, make_loader
-from .meta import SMALL_IMAGE_SIDE, is_small, read_meta
+from .meta import SMALL_IMAGE_SIDE, eval_resize, is_small, read_meta
 from .prepare import prepare
 from .sources import Source, open_source
 from .stats import load_stats
@@ -33,6 +33,7 @@ __all__ = [
     "SYNTH_CLASSES",
     "ShardLoader",
     "Source",
+    "eval_resize",
     "eval_spec",
     "generate_synth",
     "is_small",

@@ -40,6 +40,12 @@ def is_small(size: int) -> bool:
     return int(size) <= SMALL_IMAGE_SIDE
 
 
+def eval_resize(crop: int) -> int:
+    """The side an image is scaled to before its centre ``crop`` is taken: the crop itself for small
+    images (used at their own size), the paper's 256 otherwise (see the module docstring)."""
+    return int(crop) if is_small(crop) else 256
+
+
 def read_meta(prepared_dir: str | os.PathLike) -> dict:
     """The meta.json of a prepared folder (a one-line error when it is not one)."""
     path = Path(prepared_dir) / META_FILE

@@ -33,7 +33,11 @@ RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # what `alexnet train --out RUN` w
 
 
 def _resize_for(crop: int) -> int:
-    return crop if crop <= 64 else 256  # small images are used at their own size; the paper's 256 otherwise
+    """alexnet.data.meta.eval_resize: imported here, not at the top, so that ``import alexnet.models`` (and
+    torch.hub's hubconf) does not pull in the data package and Pillow; the first model built does."""
+    from ..data.meta import eval_resize
+
+    return eval_resize(crop)
 
 
 def _base(model, crop: int, resize: int, mean, std) -> dict[str, Any]:
