@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import tarfile
 import warnings
@@ -208,6 +209,15 @@ def test_loader_and_prepare_work_with_the_fallback(no_torchvision_decoder, tmp_p
     assert shards.jpeg_decoder().name == "pillow"
     x, y = next(iter(make_loader(tmp_path / "out", "train", batch_size=4, train=True, num_workers=0)))
     assert x.shape == (4, 3, 224, 224) and torch.isfinite(x).all()
+
+
+def test_info_names_the_decoder_in_use(no_torchvision_decoder, capsys):
+    assert cli(["info", "alexnet-small"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "JPEG decoder (prepare, loader): pillow"
+    shards._DECODER = None
+    no_torchvision_decoder()
+    assert cli(["info", "alexnet-small", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jpeg_decoder"] == "torchvision"
 
 
 def test_a_decoder_that_fails_its_probe_is_passed_over():
