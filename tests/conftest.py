@@ -5,6 +5,11 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): with this set,
+# device "auto" is an error (engine.distributed.resolve_device), in this process and in the CLI processes tests
+# start, so no test runs on the CPU here and on a GPU on a CUDA machine by accident (issue 10).
+os.environ["ALEXNET_DEVICE_AUDIT"] = "1"
+
 
 @pytest.fixture(autouse=True)
 def _seed():

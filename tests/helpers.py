@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Tiny, fast and deterministic: a half-width alexnet-small on 32 px images.
+# Tiny, fast and deterministic: a half-width alexnet-small on 32 px images, on the CPU (its results, resume and
+# DDP over gloo are CPU maths; a CUDA machine would otherwise train on its GPU).
 TINY = ["model.name=alexnet-small", "model.width=0.5", "data.batch_size=32", "data.workers=0",
-        "optim.lr=0.02", "run.epochs=2", "run.channels_last=false", "run.log_every=1"]
+        "optim.lr=0.02", "run.epochs=2", "run.channels_last=false", "run.log_every=1", "run.device=cpu"]
 
 # The trained run (conftest's ``trained``): the built-in data, 4 classes of 32 px images.
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 20, 16

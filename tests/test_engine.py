@@ -155,7 +155,7 @@ def test_mismatched_checkpoint_refused(trained, tmp_path, capsys):
     assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--quiet",
                 *[a for s in TINY for a in ("--set", s)]]) == 2
     assert "7 classes" in capsys.readouterr().err
-    assert cli(["eval", str(other / "last.ckpt"), "--data", str(prepared)]) == 2
+    assert cli(["eval", str(other / "last.ckpt"), "--data", str(prepared), "--device", "cpu"]) == 2
     assert "do not fit" in capsys.readouterr().err
     # Starting a new run over an old one is refused, not overwritten.
     assert cli(["train", "--data", str(prepared), "--out", str(run), *[a for s in TINY for a in ("--set", s)]]) == 2
@@ -188,7 +188,8 @@ def test_hostile_pickle_refused(tmp_path, capsys, monkeypatch):
 
 def test_eval_json(trained, capsys):
     prepared, run = trained["prep"], trained["run"]
-    assert cli(["eval", str(run / "last.ckpt"), "--data", str(prepared), "--json", "--workers", "0"]) == 0
+    assert cli(["eval", str(run / "last.ckpt"), "--data", str(prepared), "--json", "--workers", "0",
+                "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res) == {"count", "top1_acc", "top5_acc", "top1_err", "top5_err"}
     assert res["count"] == 64 and abs(res["top1_acc"] + res["top1_err"] - 1) < 1e-9
@@ -208,7 +209,8 @@ def test_ten_crop_uses_ten_patches(trained, monkeypatch):
         return ck
 
     monkeypatch.setattr(ev.Checkpoint, "load", spy)
-    res = ev.evaluate_checkpoint(run / "last.ckpt", prepared, tta="10crop", batch_size=16, workers=0, progress=False)
+    res = ev.evaluate_checkpoint(run / "last.ckpt", prepared, tta="10crop", batch_size=16, workers=0, device="cpu",
+                                 progress=False)
     assert res["count"] == 64
     assert sum(s[0] for s in seen) == 640 and all(s[0] % 10 == 0 for s in seen)
     assert seen[0][1:] == (3, 32, 32)

@@ -23,7 +23,7 @@ from helpers import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS
 def test_features_cli_shape_files_and_determinism(trained, tmp_path, capsys):
     out = tmp_path / "feats" / "val.npy"
     assert cli(["features", str(trained["ckpt"]), "--data", str(trained["prep"]), "--split", "val",
-                "--out", str(out), "--quiet", "--workers", "0"]) == 0
+                "--out", str(out), "--quiet", "--workers", "0", "--device", "cpu"]) == 0
     n = CLASSES * VAL_PER_CLASS
     fs = read_features(out)
     assert isinstance(fs.features, np.memmap) and fs.features.shape == (n, 256) and fs.features.dtype == np.float32
@@ -76,7 +76,7 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys):
         ["neighbors", ck, "--data", prep],
     ]
     for argv in bad:
-        assert cli(argv + ["--quiet"]) == 2, argv
+        assert cli(argv + ["--quiet", "--device", "cpu"]) == 2, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(bad) and all(line.startswith("alexnet ") and ": error: " in line for line in err), err
     assert "fc99" in err[0] and "fc7" in err[0]  # names the known layers
@@ -86,7 +86,7 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys):
 def test_cache_beside_checkpoint_and_invalidation(trained, tmp_path, monkeypatch):
     ckpt = tmp_path / "copy.ckpt"
     ckpt.write_bytes(trained["ckpt"].read_bytes())
-    first = cached_features(ckpt, trained["prep"], "train", workers=0, progress=False)
+    first = cached_features(ckpt, trained["prep"], "train", workers=0, device="cpu", progress=False)
     folder = tmp_path / "copy.ckpt.features"
     files = sorted(p.name for p in folder.iterdir())
     assert len(files) == 4 and all(f.startswith("train-fc7-") for f in files)
@@ -96,7 +96,7 @@ def test_cache_beside_checkpoint_and_invalidation(trained, tmp_path, monkeypatch
         raise AssertionError("features recomputed although cached")
 
     monkeypatch.setattr(cache_mod, "extract_features", boom)
-    second = cached_features(ckpt, trained["prep"], "train", workers=0, progress=False)
+    second = cached_features(ckpt, trained["prep"], "train", workers=0, device="cpu", progress=False)
     assert isinstance(second.features, np.memmap)
     np.testing.assert_array_equal(second.features, first.features)
     monkeypatch.undo()
@@ -108,21 +108,21 @@ def test_cache_beside_checkpoint_and_invalidation(trained, tmp_path, monkeypatch
                              for k, v in payload["state_dict"].items()}
     save_checkpoint(ckpt, payload)
     os.utime(ckpt, ns=(os.stat(ckpt).st_atime_ns, os.stat(ckpt).st_mtime_ns + 10**9))
-    third = cached_features(ckpt, trained["prep"], "train", workers=0, progress=False)
+    third = cached_features(ckpt, trained["prep"], "train", workers=0, device="cpu", progress=False)
     assert not np.array_equal(third.features, first.features)
     new = sorted(p.name for p in folder.iterdir())
     assert len(new) == 4 and set(new).isdisjoint(files)  # stale files removed
 
 
 def test_indexed_image_is_its_own_nearest_neighbour(trained, capsys):
-    train = cached_features(trained["ckpt"], trained["prep"], "train", workers=0, progress=False)
+    train = cached_features(trained["ckpt"], trained["prep"], "train", workers=0, device="cpu", progress=False)
     d, i = knn_search(train.features, train.features, 1)
     np.testing.assert_array_equal(i[:, 0], np.arange(train.count))
     assert (d[:, 0] == 0).all()
     # a training image given as a file: preprocessed like the eval transform, found at distance ~0
     query = sorted((trained["src"] / "train" / "ring").glob("*.jpg"))[3]
     assert cli(["neighbors", str(trained["ckpt"]), "--data", str(trained["prep"]), "--query", str(query),
-                "-k", "4", "--json", "--quiet", "--workers", "0"]) == 0
+                "-k", "4", "--json", "--quiet", "--workers", "0", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert len(res) == 1 and res[0]["query"] == str(query)
     nbs = res[0]["neighbors"]
@@ -134,13 +134,13 @@ def test_indexed_image_is_its_own_nearest_neighbour(trained, capsys):
 
 
 def test_evaluate_fc7_against_pixels(trained, capsys):
-    r = evaluate_knn(trained["ckpt"], trained["prep"], "val", k=5, workers=0, progress=False)
+    r = evaluate_knn(trained["ckpt"], trained["prep"], "val", k=5, workers=0, device="cpu", progress=False)
     assert r["count"] == CLASSES * VAL_PER_CLASS and r["train_count"] == CLASSES * TRAIN_PER_CLASS
     assert r["fc7"]["dim"] == 256 and r["pixels"]["dim"] == 3 * 32 * 32
     for space in ("fc7", "pixels"):
         for key in ("nn1_acc", "knn_acc", "precision_at_k"):
             assert 0.0 <= r[space][key] <= 1.0
     assert cli(["neighbors", str(trained["ckpt"]), "--data", str(trained["prep"]), "--evaluate", "train",
-                "-k", "3", "--json", "--quiet", "--no-pixels", "--workers", "0"]) == 0
+                "-k", "3", "--json", "--quiet", "--no-pixels", "--workers", "0", "--device", "cpu"]) == 0
     loo = json.loads(capsys.readouterr().out)
     assert loo["split"] == "train" and "pixels" not in loo and loo["fc7"]["nn1_acc"] < 1.0  # leave-one-out

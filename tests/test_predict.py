@@ -23,7 +23,7 @@ def val_images(trained, n=3):
 
 def test_predict_json(trained, capsys):
     images = val_images(trained)
-    assert cli(["predict", str(trained["ckpt"]), *map(str, images), "--topk", "3", "--json"]) == 0
+    assert cli(["predict", str(trained["ckpt"]), *map(str, images), "--topk", "3", "--json", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in res] == [str(p) for p in images]
     model, ckpt = load_model(trained["ckpt"])
@@ -44,11 +44,11 @@ def test_predict_json(trained, capsys):
 
 def test_predict_10crop_and_text(trained, capsys):
     img = val_images(trained, 1)[0]
-    center = predict(trained["ckpt"], [img], topk=CLASSES)[0]["top"]
-    ten = predict(trained["ckpt"], [img], topk=CLASSES, tta="10crop")[0]["top"]
+    center = predict(trained["ckpt"], [img], topk=CLASSES, device="cpu")[0]["top"]
+    ten = predict(trained["ckpt"], [img], topk=CLASSES, tta="10crop", device="cpu")[0]["top"]
     assert sum(t["prob"] for t in ten) == pytest.approx(1.0, abs=1e-5)
     assert {t["index"]: t["prob"] for t in ten} != pytest.approx({t["index"]: t["prob"] for t in center}, abs=1e-7)
-    assert cli(["predict", str(trained["ckpt"]), str(img), "--topk", "99"]) == 0  # topk clipped to the classes
+    assert cli(["predict", str(trained["ckpt"]), str(img), "--topk", "99", "--device", "cpu"]) == 0  # topk clipped
     out = capsys.readouterr().out.splitlines()
     assert out[0] == str(img) and len(out) == 1 + CLASSES and out[1].strip().endswith(")")
 
@@ -61,27 +61,28 @@ def test_predict_user_errors(trained, tmp_path, capsys):
     cases = [[ck, str(tmp_path / "text.jpg")], [ck, str(tmp_path / "missing.jpg")], [ck, str(tmp_path / "cut.jpg")],
              [ck, str(tmp_path / "ok.png"), "--topk", "0"], [str(tmp_path / "ok.png"), str(tmp_path / "ok.png")]]
     for argv in cases:
-        assert cli(["predict", *argv]) == 2, argv
+        assert cli(["predict", *argv, "--device", "cpu"]) == 2, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(cases) and all(e.startswith("alexnet predict: error:") for e in err), err
-    assert cli(["predict", ck, str(tmp_path / "ok.png"), "--json"]) == 0  # any size, any format
+    assert cli(["predict", ck, str(tmp_path / "ok.png"), "--json", "--device", "cpu"]) == 0  # any size, any format
 
 
 def test_confusion_and_figures(trained, tmp_path):
-    cm = confusion_matrix(trained["ckpt"], trained["prep"], "val", workers=0, progress=False)
+    cm = confusion_matrix(trained["ckpt"], trained["prep"], "val", workers=0, device="cpu", progress=False)
     assert cm.shape == (CLASSES, CLASSES) and cm.sum() == CLASSES * VAL_PER_CLASS
     np.testing.assert_array_equal(cm.sum(1), [VAL_PER_CLASS] * CLASSES)
     ck, prep = str(trained["ckpt"]), str(trained["prep"])
-    assert cli(["viz", "confusion", ck, "--data", prep, "--workers", "0", "--out", str(tmp_path / "c.png")]) == 0
+    assert cli(["viz", "confusion", ck, "--data", prep, "--workers", "0", "--device", "cpu",
+                "--out", str(tmp_path / "c.png")]) == 0
     png_ok(tmp_path / "c.png")
     assert cli(["viz", "neighbors", ck, "--data", prep, "--count", "3", "-k", "4", "--workers", "0",
-                "--out", str(tmp_path / "n.png")]) == 0
+                "--device", "cpu", "--out", str(tmp_path / "n.png")]) == 0
     png_ok(tmp_path / "n.png")
     assert cli(["viz", "neighbors", ck, "--data", prep, "--query", *map(str, val_images(trained, 2)), "-k", "3",
-                "--workers", "0", "--out", str(tmp_path / "q.png")]) == 0
+                "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "q.png")]) == 0
     png_ok(tmp_path / "q.png")
     assert cli(["neighbors", ck, "--data", prep, "--query", str(val_images(trained, 1)[0]), "--workers", "0",
-                "--quiet", "--out", str(tmp_path / "nb")]) == 0
+                "--device", "cpu", "--quiet", "--out", str(tmp_path / "nb")]) == 0
     png_ok(tmp_path / "nb" / "neighbors.png")
     assert len(json.loads((tmp_path / "nb" / "neighbors.json").read_text())[0]["neighbors"]) == 6
 
@@ -90,10 +91,12 @@ def test_predict_reports_each_bad_file_and_predicts_the_rest(trained, tmp_path, 
     """Issue 14: `predict a.jpg bad.txt b.jpg` stopped at bad.txt and printed no prediction at all."""
     a, b = val_images(trained, 2)
     (tmp_path / "bad.txt").write_text("not an image")
-    argv = ["predict", str(trained["ckpt"]), str(a), str(tmp_path / "bad.txt"), str(b), str(tmp_path / "gone.jpg"), "--json"]
+    argv = ["predict", str(trained["ckpt"]), str(a), str(tmp_path / "bad.txt"), str(b), str(tmp_path / "gone.jpg"), "--json",
+            "--device", "cpu"]
     assert cli(argv) == 2
     out, err = capsys.readouterr()
     assert [r["image"] for r in json.loads(out)] == [str(a), str(b)]
     err = err.splitlines()
     assert len(err) == 2 and "bad.txt" in err[0] and "gone.jpg" in err[1], err
-    assert predict(trained["ckpt"], [a, tmp_path / "bad.txt"], errors="report")[1]["error"].startswith("cannot read image")
+    assert predict(trained["ckpt"], [a, tmp_path / "bad.txt"], errors="report", device="cpu")[1]["error"].startswith(
+        "cannot read image")

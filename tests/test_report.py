@@ -42,7 +42,7 @@ def test_report_without_data_or_eval(tmp_path):
     write_metrics(run)
     (run / "config.yaml").write_text("model:\n  name: alexnet-small\noptim:\n  lr: 0.01  # <per batch>\n")
     small_checkpoint(run / "best.ckpt")
-    out = write_report(run)
+    out = write_report(run, device="cpu")
     assert out == run / "report.html"
     page = out.read_text()
     assert len(embedded_pngs(page)) == 2  # curves and filters
@@ -91,7 +91,7 @@ def test_full_report_embeds_every_figure(trained, tmp_path, monkeypatch):
     (run / "eval.json").write_text(json.dumps({
         "center": {"count": 20, "top1_acc": 0.4, "top5_acc": 1.0, "top1_err": 0.6, "top5_err": 0.0},
         "10crop": {"count": 20, "top1_acc": 0.45, "top5_acc": 1.0, "top1_err": 0.55, "top5_err": 0.0}}))
-    out = write_report(run, data=trained["prep"], k=3, queries=2, workers=0, progress=False)
+    out = write_report(run, data=trained["prep"], k=3, queries=2, workers=0, device="cpu", progress=False)
     page = out.read_text()
     pngs = embedded_pngs(page)
     assert len(pngs) == 4  # curves, filters, neighbours, confusion
@@ -104,6 +104,6 @@ def test_full_report_embeds_every_figure(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(report_mod, "PIXEL_BUDGET", 0)
     big = write_report(run, data=trained["prep"], out=tmp_path / "big.html", k=3, queries=2, workers=0,
-                       progress=False).read_text()
+                       device="cpu", progress=False).read_text()
     assert "raw-pixel kNN skipped" in big and "<td class=\"l\">pixels</td>" not in big
     assert "<td class=\"l\">pixels</td>" in page

@@ -51,7 +51,8 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
     results = {}
     for tta in TTA:
         _stage(f"evaluating {ckpt.name} on val ({tta})")
-        results[tta] = evaluate_checkpoint(ckpt, prepared, split="val", tta=tta, workers=0, progress=progress)
+        results[tta] = evaluate_checkpoint(ckpt, prepared, split="val", tta=tta, workers=0, device=cfg.run.device,
+                                           progress=progress)
     atomic_write(run / "eval.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
 
     report = None
@@ -61,7 +62,7 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
         write_report = None
     if write_report is not None:
         _stage("writing the report")
-        report = write_report(run, data=prepared, checkpoint=ckpt, progress=progress)
+        report = write_report(run, data=prepared, checkpoint=ckpt, device=cfg.run.device, progress=progress)
 
     total = time.time() - t0
     summary = {

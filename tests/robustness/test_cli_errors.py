@@ -92,6 +92,20 @@ CASES = [
     ("convert-out-exists", "convert torchvision {plainsd} {ckpt}", "--force"),
     ("convert-unwritable", "convert torchvision {plainsd} /proc/alexnet.ckpt", "/proc"),
     ("convert-hostile", "convert torchvision {hostile} {out}.ckpt", "refusing to load"),
+    ("caffe-missing-prototxt", "convert caffe {w}/nope.prototxt {w}/nope.caffemodel {out}.ckpt", "not found"),
+    ("caffe-not-a-prototxt", "convert caffe {binary} {text} {out}.ckpt", "prototxt"),
+    ("caffe-out-exists", "convert caffe {w}/nope.prototxt {w}/nope.caffemodel {ckpt}", "--force"),
+    # export
+    ("export-missing-checkpoint", "export {w}/nope.ckpt --format onnx --out {out}.onnx", "not found"),
+    ("export-unknown-format", "export {ckpt} --format tflite --out {out}.tflite", "invalid choice"),
+    ("export-unwritable", "export {ckpt} --format safetensors --out /proc/alexnet.safetensors", "/proc"),
+    ("export-out-exists", "export {ckpt} --format torchscript --out {ckpt}", "--force"),
+    ("export-config-json-exists", "export {ckpt} --format safetensors --out {pair}/model.safetensors", "config.json exists"),
+    ("export-not-safetensors-name", "export {ckpt} --format safetensors --out {out}.st", "*.safetensors"),
+    ("export-state-dict-not-ours", "export {plainsd} --format onnx --out {out}.onnx", "not an alexnet checkpoint"),
+    ("export-hostile", "export {hostile} --format onnx --out {out}.onnx", "refusing to load"),
+    ("export-foreign-safetensors", "export {plainst} --format onnx --out {out}.onnx", "no alexnet metadata"),
+    ("export-broken-safetensors", "export {brokenst} --format onnx --out {out}.onnx", "not a safetensors file"),
     # features
     ("features-not-npy", "features {ckpt} --data {prep} --out {out}.txt", ".npy"),
     ("features-unwritable", "features {ckpt} --data {prep} --out /proc/alexnet.npy", "/proc"),
@@ -156,6 +170,12 @@ def ws(tiny, tmp_path_factory):
     ckpt["model"]["options"]["num_classes"] = 5
     torch.save(ckpt, w / "mismatch.ckpt")
     torch.save({"features.0.weight": torch.zeros(3)}, w / "plain.pth")
+    from safetensors.torch import save_file
+
+    save_file({"features.0.weight": torch.zeros(3)}, w / "plain.safetensors")  # torchvision's, say: no alexnet metadata
+    (w / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (w / "pair").mkdir()
+    (w / "pair" / "config.json").write_text("{}")  # another export's
     os.mkfifo(w / "fifo.png")
     (w / "x.npy").mkdir()
     (w / "d.png").mkdir()
@@ -171,13 +191,14 @@ def ws(tiny, tmp_path_factory):
         "hostile": w / "hostile.ckpt", "rawpickle": w / "raw.ckpt", "mismatch": w / "mismatch.ckpt", "plainsd": w / "plain.pth",
         "fifo": w / "fifo.png", "npydir": w / "x.npy", "pngdir": w / "d.png", "oneprep": w / "oneprep",
         "brokenprep": w / "brokenprep", "raw": tiny.raw, "prep": tiny.prep, "run": tiny.run, "ckpt": tiny.ckpt,
-        "image": tiny.raw / "val" / "c0" / "0.png",
+        "image": tiny.raw / "val" / "c0" / "0.png", "plainst": w / "plain.safetensors",
+        "brokenst": w / "broken.safetensors", "pair": w / "pair",
     }
 
 
 def on_device(argv: list[str]) -> bool:
     """Whether the command takes --device (the cases run on the CPU, whatever the machine has)."""
-    return argv[0] in ("eval", "predict", "features", "neighbors", "report") or argv[:2] in (
+    return argv[0] in ("train", "demo", "ablate", "eval", "predict", "features", "neighbors", "report") or argv[:2] in (
         ["viz", "neighbors"], ["viz", "confusion"])
 
 

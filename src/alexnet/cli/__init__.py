@@ -9,6 +9,19 @@ def add_progress_flag(parser, what: str = "progress bars") -> None:
                         help=f"no {what} (they are off anyway when stderr is not a terminal)")
 
 
+def add_device_flag(parser, run_config: bool = False) -> None:
+    """``--device``: one spelling for every command that runs a network. ``run_config``: the command
+    trains, and the flag sets ``run.device`` (the same as ``--set run.device=...``)."""
+    where = " (sets run.device)" if run_config else ""
+    parser.add_argument("--device", default=None if run_config else "auto", metavar="DEVICE",
+                        help=f"auto | cpu | cuda | cuda:N{where}; auto: CUDA when there is a GPU, else the CPU")
+
+
+def device_override(args) -> list[str]:
+    """``--set`` overrides with ``run.device`` from ``--device`` appended when it was given."""
+    return [*args.overrides, f"run.device={args.device}"] if getattr(args, "device", None) else list(args.overrides)
+
+
 def show_progress(args) -> bool:
     """Bars only when asked for and drawn on a terminal: never into a log file or a pipe."""
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()

@@ -9,7 +9,7 @@ interruption and it continues where it stopped.
 
 from __future__ import annotations
 
-from . import add_progress_flag, show_progress
+from . import add_device_flag, add_progress_flag, device_override, show_progress
 
 # Epochs per run when --epochs is not given: the activation study stops early (it measures the
 # time to 25% training error); the others compare test error after a short, fixed schedule.
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the base recipe for every arm; repeatable")
     p.add_argument("--out", default="ablations", help="output folder (default: ./ablations)")
+    add_device_flag(p, run_config=True)
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -59,6 +60,7 @@ def run(args) -> int:
     from ..fileio import check_output_dir
 
     read_meta(args.data)  # a missing or unprepared folder: one line, before any training
+    args.overrides = device_override(args)
     load_config(args.config, args.overrides)  # a bad recipe or --set: one line, before any training
     check_output_dir(args.out, "ablation folder")
     for study in resolve(args.study):

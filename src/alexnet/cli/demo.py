@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_progress_flag, show_progress
+from . import add_device_flag, add_progress_flag, device_override, show_progress
 
 
 def add_parser(sub) -> None:
@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="alexnet-demo", help="folder for the data, the run and the report (default: alexnet-demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the demo recipe")
+    add_device_flag(p, run_config=True)
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -21,7 +22,8 @@ def run(args) -> int:
     from ..engine.config import load_config
     from ..fileio import check_output_dir
 
-    load_config("demo", args.overrides)  # a bad --set is refused before any data is generated
+    overrides = device_override(args)
+    load_config("demo", overrides)  # a bad --set is refused before any data is generated
     check_output_dir(args.out)
-    run_demo(args.out, args.overrides, progress=show_progress(args))
+    run_demo(args.out, overrides, progress=show_progress(args))
     return 0

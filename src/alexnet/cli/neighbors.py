@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..strict_json import dumps
 from .argtypes import count_int, positive_int
-from . import add_progress_flag, show_progress
+from . import add_device_flag, add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--workers", type=count_int, default=None,
                    help="loader processes (default: 0 for images of 64 px or less, else 2)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import sys
 from ..engine.inference import TTA
 from ..errors import one_line
 from ..strict_json import dumps
+from . import add_device_flag
 from .argtypes import positive_int
 
 
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help='print [{"image", "top": [{"class", "id", "index", "prob"}, ...]}]')
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_flag(p)
     p.set_defaults(func=run)
 
 

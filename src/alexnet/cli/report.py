@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .argtypes import count_int, positive_int
-from . import add_progress_flag, show_progress
+from . import add_device_flag, add_progress_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--queries", type=positive_int, default=6, help="query images shown (default 6)")
     p.add_argument("--no-knn", action="store_true", help="skip the fc7-vs-pixels kNN scores")
     p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
-    p.add_argument("--device", default="auto")
+    add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=run)
 

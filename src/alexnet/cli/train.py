@@ -10,7 +10,7 @@ import os
 
 from ..errors import UserError
 from ..strict_json import dumps
-from . import add_progress_flag, show_progress
+from . import add_device_flag, add_progress_flag, device_override, show_progress
 
 
 def add_parser(sub) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key; repeatable, e.g. --set optim.lr=0.02")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.ckpt")
+    add_device_flag(p, run_config=True)
     add_progress_flag(p)
     p.set_defaults(func=run)
 
@@ -36,7 +37,7 @@ def run(args) -> int:
     from ..engine.trainer import fit
     from ..fileio import check_output_dir, remove_temporaries
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, device_override(args))
     args.data = args.data or cfg.data.path
     if not args.data:
         raise UserError("no data: pass --data PREPARED (or set data.path in the config)")

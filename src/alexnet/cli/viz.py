@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..engine.inference import TTA
 from ..errors import UserError
+from . import add_device_flag
 from .argtypes import count_int, positive_int
 
 
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
     n.add_argument("--count", type=positive_int, default=6, help="queries taken from --split (default 6)")
     n.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
     n.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
-    n.add_argument("--device", default="auto")
+    add_device_flag(n)
     _common(n, "neighbors.png")
 
     c = vs.add_parser("curves", help="training loss, validation error and learning rate from metrics.jsonl")
@@ -45,7 +46,7 @@ def add_parser(sub) -> None:
     m.add_argument("--tta", choices=TTA, default="center")
     m.add_argument("--batch-size", type=positive_int, default=256)
     m.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
-    m.add_argument("--device", default="auto")
+    add_device_flag(m)
     _common(m, "confusion.png")
 
     p.set_defaults(func=run, _viz_parser=p)

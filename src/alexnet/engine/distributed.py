@@ -29,15 +29,25 @@ class DistInfo:
         return self.world_size > 1
 
 
+# Set by the test suite (tests/conftest.py): "auto" is refused, so that every test that runs a network names
+# its device; a test that relies on "auto" would run on the GPU of a CUDA machine and the CPU elsewhere.
+AUDIT_ENV = "ALEXNET_DEVICE_AUDIT"
+
+
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU; ``"cuda"``: this process's GPU.
 
-    An unknown name, or CUDA where there is none, is a one-line UserError.
+    An unknown name, CUDA where there is none, or a GPU index the machine
+    does not have (torchrun with more processes than GPUs) is a one-line
+    UserError.
     """
     from ..errors import UserError
 
     name = "auto" if name is None else str(name)
     if name == "auto":
+        if os.environ.get(AUDIT_ENV):
+            raise RuntimeError(f"device 'auto' while {AUDIT_ENV} is set: a test must choose its device "
+                               "(--device cpu, --set run.device=cpu, device='cpu')")
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
@@ -45,8 +55,14 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
         device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"unknown device {name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name} asked for, but CUDA is not available here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} asked for, but CUDA is not available here")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"device {name} asked for, but this machine has {count} CUDA device(s); under torchrun "
+                            f"give each process its own GPU (--nproc-per-node at most {count}) or train on the CPU "
+                            f"(--device cpu)")
     return device
 
 

@@ -34,7 +34,7 @@ import torch
 from ..data import is_small, make_loader, preprocess_image, read_meta
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import load_model
+from .checkpoint import build_model, load_checkpoint
 from .distributed import resolve_device
 
 TTA_VIEWS = {"center": 1, "10crop": 10}  # test-time views per image: the centre patch, or the paper's ten patches
@@ -142,9 +142,9 @@ class Checkpoint:
         a :class:`Checkpoint` is returned as it is."""
         if isinstance(checkpoint, Checkpoint):
             return checkpoint
+        ckpt = load_checkpoint(checkpoint)  # a bad file is refused before a device is chosen
         dev = resolve_device(device)
-        model, ckpt = load_model(checkpoint, dev)
-        return cls(checkpoint, model, ckpt, dev)
+        return cls(checkpoint, build_model(ckpt).to(dev).eval(), ckpt, dev)
 
     @property
     def name(self) -> str:
