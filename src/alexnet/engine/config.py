@@ -58,10 +58,13 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01  # per batch of data.batch_size
+    lr: float = 0.01  # per batch of data.batch_size, or of lr_batch images when that is set
+    lr_batch: int | None = None  # the batch lr is meant for (paper: 0.01 per 128); the rate used is
+    # lr * data.batch_size / lr_batch (linear scaling for larger batches); None: lr is data.batch_size's
     momentum: float = 0.9
     weight_decay: float = 0.0005
     rule: str = "paper"  # paper: v <- m v - wd lr w - lr g ; torch: torch.optim.SGD
+    fused: bool | None = None  # rule torch: torch.optim.SGD(fused=True), one kernel per step; None: on CUDA only
     accumulate: int = 1  # micro-batches per step; same global batch and meaning
     label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e / classes (the paper: 0)
 
@@ -84,7 +87,9 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
-    deterministic: bool = False  # torch.use_deterministic_algorithms
+    deterministic: bool = False  # reproducible CUDA runs where PyTorch allows it: deterministic algorithms,
+    # cuDNN deterministic and not benchmarked, CUBLAS_WORKSPACE_CONFIG=:4096:8 (ops without a deterministic
+    # CUDA kernel warn); off on CUDA: cuDNN picks the fastest algorithms (benchmark), runs differ in the last bits
     log_every: int = 20  # steps between metrics.jsonl lines
     checkpoint_minutes: float = 0.0  # also save last.ckpt every this many minutes (0: per epoch only)
     checkpoint_steps: int = 0  # also save last.ckpt every this many steps (0: off)
@@ -125,6 +130,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "optim.momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "optim.weight_decay": (lambda v: v >= 0, "at least 0"),
     "optim.accumulate": (lambda v: v >= 1, "at least 1"),
+    "optim.lr_batch": (lambda v: v >= 1, "at least 1"),
     "optim.label_smoothing": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "model.towers": (lambda v: v in (1, 2), "1 or 2"),
     "schedule.patience": (lambda v: v >= 0, "at least 0"),

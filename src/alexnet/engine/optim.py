@@ -52,11 +52,15 @@ class PaperSGD(Optimizer):
         return loss
 
 
-def make_optimizer(params, rule: str, lr: float, momentum: float, weight_decay: float) -> Optimizer:
+def make_optimizer(params, rule: str, lr: float, momentum: float, weight_decay: float, fused: bool = False) -> Optimizer:
+    """The update rule by name. ``fused`` (rule torch): ``torch.optim.SGD(fused=True)``, one kernel for the
+    whole step; the paper's rule is written with multi-tensor (``torch._foreach``) ops either way."""
     if rule == "paper":
+        if fused:
+            raise ValueError("a fused step is torch.optim.SGD's (optim.rule torch); the paper rule has none")
         return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if rule == "torch":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
     raise ValueError(f"unknown update rule {rule!r} (paper or torch)")
 
 

@@ -42,12 +42,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
+def rng_state(cuda: bool = False) -> dict:
+    """The generators' states; ``cuda``: the GPUs' too (a run on the CPU leaves CUDA alone, even where there is one)."""
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
     np_state = np.random.get_state()
     state["numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     state["numpy_pos"] = int(np_state[2])
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -58,6 +59,21 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def set_determinism(deterministic: bool) -> None:
+    """``run.deterministic``: the same bits from the same seed on CUDA too, where PyTorch can give them.
+
+    On: deterministic algorithms (an op that has none on CUDA warns, naming itself), cuDNN's deterministic
+    convolutions, and cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts: call
+    this before the first CUDA work). Off: cuDNN benchmarks the convolution algorithms for each shape and
+    keeps the fastest, which may differ from run to run. A CPU run is bitwise reproducible either way.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
@@ -94,11 +110,10 @@ class Trainer:
         # The resolved config names the data folder, so `alexnet report RUN` finds it without --data.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
         self.cfg, self.data, self.out, self.progress = cfg, Path(data), Path(out), progress
+        set_determinism(cfg.run.deterministic)  # before CUDA starts
         self.dist: DistInfo = init_distributed(cfg.run.device)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
-        if cfg.run.deterministic:
-            torch.use_deterministic_algorithms(True)
         self.meta, self.stats = self._read_data()
         self.rank_batch = self._rank_batch()
         resume_from = self._checkpoint_to_resume(resume)
@@ -171,7 +186,12 @@ class Trainer:
     def _build_state(self, model: torch.nn.Module) -> TrainState:
         """Optimizer, learning-rate schedule and loss scaler around ``model``."""
         o, sch, run = self.cfg.optim, self.cfg.schedule, self.cfg.run
-        optimizer = make_optimizer(model.parameters(), o.rule, o.lr, o.momentum, o.weight_decay)
+        lr = o.lr * self.cfg.data.batch_size / o.lr_batch if o.lr_batch else o.lr  # linear scaling to the batch
+        fused = o.fused if o.fused is not None else o.rule == "torch" and self.dist.device.type == "cuda"
+        try:
+            optimizer = make_optimizer(model.parameters(), o.rule, lr, o.momentum, o.weight_decay, fused=fused)
+        except ValueError as e:
+            raise UserError(f"optim.fused: {e}") from None
         if sch.kind == "onecycle":  # its length is set by fit(), from the train loader
             schedule = OneCycleSchedule(optimizer, sch.warmup_steps)
         else:
@@ -234,7 +254,7 @@ class Trainer:
             seen=s.seen,
             correct=s.correct,
             world_size=self.dist.world_size,
-            rng=rng_state(),
+            rng=rng_state(cuda=s.device.type == "cuda"),
             metrics={**metrics, "best_top1_err": self.best_err},
         )
 
