@@ -24,15 +24,26 @@ either memory layout), ``rsqrt`` replaces a general ``pow`` when beta is 0.75,
 and the backward is analytic instead of autograd through the window. The fused
 and band forms are checked in the tests against a direct float64 evaluation of
 the formula above, the plain one against them (``tests/test_export.py``).
+
+On a GPU the op runs as fused Triton kernels (``lrn_triton.py``: one kernel
+for the forward, one for the backward, float32 arithmetic for float32, bf16
+and fp16 inputs), registered as ``alexnet::lrn_triton`` and
+``alexnet::lrn_triton_backward`` for the same reasons. ``ALEXNET_LRN_KERNEL``
+picks for both devices: ``auto`` (the fused kernel where it works, else the
+band form with one warning), ``fused`` (fail loudly instead), ``torch`` (the
+band form). float64 takes the band form on a GPU.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import lrn_kernel
+from ..errors import UserError
+from . import lrn_kernel, lrn_triton
 
 
 def _band(c: int, groups: int, lo: int, hi: int, scale: float, dtype, device) -> torch.Tensor:
@@ -86,30 +97,39 @@ class _LRN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, size, scale, beta, k, groups):
-        dtype = x.dtype
-        work = torch.float64 if dtype == torch.float64 else torch.float32
-        with torch.autocast(x.device.type, enabled=False):
-            xf = x.to(work)
-            lo, hi = (size - 1) // 2, size // 2
-            band = _band(x.shape[1], groups, lo, hi, 1.0, work, x.device)
-            t = _apply_band(xf.square(), band, k, scale)
-            p = _inv_pow(t, beta)
-            y = torch.mul(xf, p, out=torch.empty_like(x)) if dtype != work else xf * p
-        ctx.save_for_backward(xf, t, p, band)
-        ctx.cfg = (scale, beta, dtype)
+        y, saved = _band_forward(x, size, scale, beta, k, groups)
+        ctx.save_for_backward(*saved)
+        ctx.cfg = (scale, beta, x.dtype)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        xf, t, p, band = ctx.saved_tensors
-        scale, beta, dtype = ctx.cfg
-        with torch.autocast(xf.device.type, enabled=False):
-            gp = p.mul(g)
-            u = (gp * xf).div_(t)
-            w = _apply_band(u, band.t(), 0.0, -2.0 * scale * beta)
-            dx = torch.addcmul(gp, xf, w, out=torch.empty_like(g, dtype=dtype)) if dtype != xf.dtype else gp.addcmul_(xf, w)
-        return dx, None, None, None, None, None
+        return (_band_backward(ctx.saved_tensors, g, *ctx.cfg),) + (None,) * 5
+
+
+def _band_forward(x, size, scale, beta, k, groups):
+    """``(y, saved)``: the forward of :class:`_LRN` and what its backward needs."""
+    dtype = x.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.to(work)
+        lo, hi = (size - 1) // 2, size // 2
+        band = _band(x.shape[1], groups, lo, hi, 1.0, work, x.device)
+        t = _apply_band(xf.square(), band, k, scale)
+        p = _inv_pow(t, beta)
+        y = torch.mul(xf, p, out=torch.empty_like(x)) if dtype != work else xf * p
+    return y, (xf, t, p, band)
+
+
+def _band_backward(saved, g, scale, beta, dtype):
+    """dL/dx of :class:`_LRN` from the tensors :func:`_band_forward` saved."""
+    xf, t, p, band = saved
+    with torch.autocast(xf.device.type, enabled=False):
+        gp = p.mul(g)
+        u = (gp * xf).div_(t)
+        w = _apply_band(u, band.t(), 0.0, -2.0 * scale * beta)
+        return torch.addcmul(gp, xf, w, out=torch.empty_like(g, dtype=dtype)) if dtype != xf.dtype else gp.addcmul_(xf, w)
 
 
 def local_response_norm(
@@ -139,6 +159,10 @@ def local_response_norm(
         # The fused kernel, as a custom op: eager and torch.compile both call it.
         fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         return torch.ops.alexnet.lrn_cpu(x.contiguous(memory_format=fmt), size, scale, beta, k, groups)
+    if x.device.type == "cuda" and x.dtype in lrn_triton.DTYPES and _triton_wanted():
+        # The fused Triton kernels, as a custom op: eager and torch.compile both call them.
+        fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        return torch.ops.alexnet.lrn_triton(x.contiguous(memory_format=fmt), size, scale, beta, k, groups)
     if torch.compiler.is_compiling():
         # Elsewhere under torch.compile a plain expression lets inductor fuse the whole op.
         return _lrn_plain(x, size, scale, beta, k, groups)
@@ -192,6 +216,83 @@ def _lrn_cpu_grad(ctx, grad):
 
 
 _lrn_cpu.register_autograd(_lrn_cpu_grad, setup_context=_lrn_cpu_setup)
+
+
+# The fused CUDA kernels (Triton) as custom ops, wired like the CPU ones. The CPU registration serves
+# Triton's interpreter (TRITON_INTERPRET=1, the tests); local_response_norm sends only CUDA tensors here.
+_triton_state: dict = {}  # "error": why the kernels failed (auto mode then uses the band form)
+
+
+def _triton_wanted() -> bool:
+    """Whether a CUDA tensor takes the Triton kernels (ALEXNET_LRN_KERNEL, triton installed, no failure yet)."""
+    m = lrn_kernel.mode()
+    if m == "torch":
+        return False
+    if not lrn_triton.AVAILABLE:
+        if m == "fused":
+            raise UserError("ALEXNET_LRN_KERNEL=fused, but triton is not installed (the CUDA LRN kernel is a Triton kernel)")
+        if not _triton_state and not torch.compiler.is_compiling():
+            _triton_state["error"] = "triton is not installed"
+            warnings.warn("alexnet: fused CUDA LRN kernel unavailable (triton is not installed); using the PyTorch "
+                          "LRN, which is slower", RuntimeWarning, stacklevel=3)
+        return False
+    return m == "fused" or "error" not in _triton_state
+
+
+def _run_triton(name: str, fallback, *args):
+    """``lrn_triton.<name>(*args)``; in auto mode a kernel that fails (compiler, driver) warns once and
+    ``fallback(*args)`` answers from then on. Out of memory is not a kernel failure: it is raised."""
+    mode = lrn_kernel.mode()
+    if mode == "fused" or "error" not in _triton_state:
+        try:
+            return getattr(lrn_triton, name)(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if mode == "fused":
+                raise
+            _triton_state["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            warnings.warn(f"alexnet: fused CUDA LRN kernel failed ({_triton_state['error']}); using the PyTorch "
+                          "LRN, which is slower", RuntimeWarning, stacklevel=2)
+    return fallback(*args)
+
+
+def _band_lrn(x, size, scale, beta, k, groups):
+    return _band_forward(x, size, scale, beta, k, groups)[0]
+
+
+def _band_lrn_backward(x, grad, size, scale, beta, k, groups):
+    _, saved = _band_forward(x, size, scale, beta, k, groups)
+    return _band_backward(saved, grad, scale, beta, x.dtype)
+
+
+@torch.library.custom_op("alexnet::lrn_triton", mutates_args=(), device_types=("cuda", "cpu"))
+def _lrn_triton(x: torch.Tensor, size: int, scale: float, beta: float, k: float, groups: int) -> torch.Tensor:
+    return _run_triton("forward", _band_lrn, x, size, scale, beta, k, groups)
+
+
+@_lrn_triton.register_fake
+def _(x, size, scale, beta, k, groups):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("alexnet::lrn_triton_backward", mutates_args=(), device_types=("cuda", "cpu"))
+def _lrn_triton_backward(x: torch.Tensor, grad: torch.Tensor, size: int, scale: float, beta: float, k: float,
+                         groups: int) -> torch.Tensor:
+    return _run_triton("backward", _band_lrn_backward, x, grad, size, scale, beta, k, groups)
+
+
+@_lrn_triton_backward.register_fake
+def _(x, grad, size, scale, beta, k, groups):
+    return torch.empty_like(x)
+
+
+def _lrn_triton_grad(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return (torch.ops.alexnet.lrn_triton_backward(x, grad, *ctx.cfg),) + (None,) * 5
+
+
+_lrn_triton.register_autograd(_lrn_triton_grad, setup_context=_lrn_cpu_setup)
 
 
 def _lrn_plain(x, size, scale, beta, k, groups):

@@ -15,7 +15,8 @@ build. Where it cannot be built (no compiler), LRN falls back to the PyTorch
 implementation in ``lrn.py`` with one warning; results agree to float rounding.
 
 ``ALEXNET_LRN_KERNEL`` picks: ``auto`` (default: fused when it builds),
-``torch`` (never build), ``fused`` (fail loudly if it cannot be built).
+``torch`` (never build), ``fused`` (fail loudly if it cannot be built). The
+same switch picks the CUDA kernel (``lrn_triton.py``) for tensors on a GPU.
 """
 
 from __future__ import annotations
