@@ -22,6 +22,15 @@ def device_override(args) -> list[str]:
     return [*args.overrides, f"run.device={args.device}"] if getattr(args, "device", None) else list(args.overrides)
 
 
+def add_workers_flag(parser) -> None:
+    """``--workers N``: loader processes, by default 0 for small images (read straight from the page cache)."""
+    from ..data.meta import SMALL_IMAGE_SIDE
+    from .argtypes import count_int
+
+    parser.add_argument("--workers", type=count_int, default=None,
+                        help=f"loader processes (default: 0 for images of {SMALL_IMAGE_SIDE} px or less, else 2)")
+
+
 def show_progress(args) -> bool:
     """Bars only when asked for and drawn on a terminal: never into a log file or a pipe."""
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()

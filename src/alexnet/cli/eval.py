@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..engine.inference import TTA
 from ..strict_json import dumps
-from . import add_device_flag, add_progress_flag, show_progress
-from .argtypes import count_int, positive_int
+from . import add_device_flag, add_progress_flag, add_workers_flag, show_progress
+from .argtypes import positive_int
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tta", choices=TTA, default="center",
                    help="center: one centre patch; 10crop: 4 corners + centre and their reflections, softmax averaged")
     p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    add_workers_flag(p)
     add_device_flag(p)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--json", action="store_true", help="print {count, top1_acc, top5_acc, top1_err, top5_err}")

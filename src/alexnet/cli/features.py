@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .argtypes import count_int, positive_int
-from . import add_device_flag, add_progress_flag, show_progress
+from .argtypes import positive_int
+from . import add_device_flag, add_progress_flag, add_workers_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -18,8 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output FILE.npy")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--workers", type=count_int, default=None,
-                   help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    add_workers_flag(p)
     add_device_flag(p)
     add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)

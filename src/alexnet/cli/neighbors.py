@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..strict_json import dumps
-from .argtypes import count_int, positive_int
-from . import add_device_flag, add_progress_flag, show_progress
+from .argtypes import positive_int
+from . import add_device_flag, add_progress_flag, add_workers_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -30,8 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-pixels", action="store_true", help="--evaluate: skip the raw-pixel baseline")
     p.add_argument("--no-cache", action="store_true", help="recompute features in memory, write no cache")
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--workers", type=count_int, default=None,
-                   help="loader processes (default: 0 for images of 64 px or less, else 2)")
+    add_workers_flag(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=run)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .argtypes import count_int, positive_int
-from . import add_device_flag, add_progress_flag, show_progress
+from .argtypes import positive_int
+from . import add_device_flag, add_progress_flag, add_workers_flag, show_progress
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
     p.add_argument("--queries", type=positive_int, default=6, help="query images shown (default 6)")
     p.add_argument("--no-knn", action="store_true", help="skip the fc7-vs-pixels kNN scores")
-    p.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    add_workers_flag(p)
     add_device_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=run)

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data import is_small, make_loader, preprocess_image, read_meta
+from ..data import eval_resize, is_small, make_loader, preprocess_image, read_meta
 from ..errors import UserError
 from ..fileio import require_file
 from .checkpoint import build_model, load_checkpoint
@@ -70,7 +70,7 @@ def eval_transform(ckpt: dict[str, Any], model: torch.nn.Module | None = None) -
         if size is not None:
             spec["crop"] = int(size)
     if not spec.get("resize") and spec.get("crop"):
-        spec["resize"] = int(spec["crop"]) if is_small(spec["crop"]) else 256  # the paper's 256 for large inputs
+        spec["resize"] = eval_resize(spec["crop"])
     spec.setdefault("mean", "image")
     spec.setdefault("scale", 1.0)  # written by every checkpoint since schema 2; before, weights saw [0, 1] values
     spec.setdefault("normalize", None)
