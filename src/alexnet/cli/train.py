@@ -48,7 +48,8 @@ def run(args) -> int:
     if os.path.isdir(args.out) and int(os.environ.get("RANK", "0")) == 0:
         remove_temporaries(args.out)  # a checkpoint write cut short by a kill leaves one; no writer runs yet
     try:
-        result = fit(cfg, args.data, args.out, resume=args.resume, progress=show_progress(args))
+        result = fit(cfg, args.data, args.out, resume=args.resume, progress=show_progress(args),
+                     epoch_lines=not args.no_progress)  # into a log: no bars, one line per epoch
     finally:
         shutdown()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..engine.inference import TTA
 from ..errors import UserError
-from . import add_device_flag
-from .argtypes import count_int, positive_int
+from . import add_device_flag, add_progress_flag, add_workers_flag, show_progress
+from .argtypes import positive_int
 
 
 def _common(p, out_default: str) -> None:
@@ -31,8 +31,9 @@ def add_parser(sub) -> None:
     n.add_argument("--split", default="val", help="split to take queries from when no --query (default val)")
     n.add_argument("--count", type=positive_int, default=6, help="queries taken from --split (default 6)")
     n.add_argument("-k", type=positive_int, default=6, help="neighbours per query (default 6)")
-    n.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    add_workers_flag(n)
     add_device_flag(n)
+    add_progress_flag(n, "progress bar")
     _common(n, "neighbors.png")
 
     c = vs.add_parser("curves", help="training loss, validation error and learning rate from metrics.jsonl")
@@ -45,8 +46,9 @@ def add_parser(sub) -> None:
     m.add_argument("--split", default="val")
     m.add_argument("--tta", choices=TTA, default="center")
     m.add_argument("--batch-size", type=positive_int, default=256)
-    m.add_argument("--workers", type=count_int, default=None, help="loader processes (default: 0 for small images, else 2)")
+    add_workers_flag(m)
     add_device_flag(m)
+    add_progress_flag(m, "progress bar")
     _common(m, "confusion.png")
 
     p.set_defaults(func=run, _viz_parser=p)
@@ -74,7 +76,7 @@ def run(args) -> int:
         from ..features.neighbors import neighbor_panels, split_neighbor_panels
 
         ck = Checkpoint.load(args.checkpoint, args.device)
-        kw = dict(k=args.k, workers=args.workers)
+        kw = dict(k=args.k, workers=args.workers, progress=show_progress(args))
         if args.query:
             panels = neighbor_panels(ck, args.data, args.query, **kw)
         else:
@@ -88,7 +90,8 @@ def run(args) -> int:
         from ..engine.evaluate import confusion_matrix
 
         ck = Checkpoint.load(args.checkpoint, args.device)
-        cm = confusion_matrix(ck, args.data, args.split, tta=args.tta, batch_size=args.batch_size, workers=args.workers)
+        cm = confusion_matrix(ck, args.data, args.split, tta=args.tta, batch_size=args.batch_size, workers=args.workers,
+                              progress=show_progress(args))
         fig = figures.confusion_figure(cm, ck.class_names)
     else:  # argparse rejects anything else
         raise UserError(f"unknown figure {kind!r}")

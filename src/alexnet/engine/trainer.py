@@ -106,7 +106,10 @@ class Trainer:
     """Builds everything from a config and runs epochs; see :func:`fit`."""
 
     def __init__(self, cfg: config_mod.TrainConfig, data: str | os.PathLike, out: str | os.PathLike,
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True, epoch_lines: bool | None = None):
+        # ``progress``: bars; ``epoch_lines``: one line per epoch on stdout (default: with the bars). A command
+        # whose output is not a terminal draws no bars but still prints the epoch lines (cli.train).
+        self.epoch_lines = progress if epoch_lines is None else epoch_lines
         # The resolved config names the data folder, so `alexnet report RUN` finds it without --data.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
         self.cfg, self.data, self.out, self.progress = cfg, Path(data), Path(out), progress
@@ -331,7 +334,7 @@ class Trainer:
                 improved = True
             self.log.write("epoch", **record)
             self.history = {"last": record}
-            if self.progress and self.dist.is_main:
+            if self.epoch_lines and self.dist.is_main:
                 msg = f"epoch {s.epoch + 1}/{cfg.run.epochs}: loss {res['train_loss']:.4f}, {ips:.0f} img/s"
                 if "val_top1_err" in record:
                     msg += f", val top-1 err {record['val_top1_err']:.2%}, top-5 err {record['val_top5_err']:.2%}"
@@ -345,6 +348,7 @@ class Trainer:
                 "run_dir": str(self.out), **self.history}
 
 
-def fit(cfg: config_mod.TrainConfig, data, out, resume: bool = False, progress: bool = True) -> dict:
-    """Train per ``cfg`` on a prepared folder, writing the run folder ``out``."""
-    return Trainer(cfg, data, out, resume=resume, progress=progress).fit()
+def fit(cfg: config_mod.TrainConfig, data, out, resume: bool = False, progress: bool = True,
+        epoch_lines: bool | None = None) -> dict:
+    """Train per ``cfg`` on a prepared folder, writing the run folder ``out`` (see :class:`Trainer` for the flags)."""
+    return Trainer(cfg, data, out, resume=resume, progress=progress, epoch_lines=epoch_lines).fit()
