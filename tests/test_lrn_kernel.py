@@ -127,11 +127,18 @@ def test_bad_kernel_choice_is_named(monkeypatch):
 
 
 def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
-    a = lrn_kernel.build_name()
-    src = tmp_path / "lrn_cpu.cpp"
-    src.write_text(lrn_kernel.SOURCE.read_text() + "\n// changed\n")
-    monkeypatch.setattr(lrn_kernel, "SOURCE", src)
-    assert lrn_kernel.build_name() != a and lrn_kernel.build_name().startswith("alexnet_lrn_cpu_")
+    """Another text, or the same text in another checkout (ninja's build line names the source's path),
+    builds in another folder."""
+    real = lrn_kernel.SOURCE
+    changed, copy = tmp_path / "changed" / "lrn_cpu.cpp", tmp_path / "copy" / "lrn_cpu.cpp"
+    for path, text in ((changed, real.read_text() + "\n// changed\n"), (copy, real.read_text())):
+        path.parent.mkdir()
+        path.write_text(text)
+    names = [lrn_kernel.build_name()]
+    for path in (changed, copy):
+        monkeypatch.setattr(lrn_kernel, "SOURCE", path)
+        names.append(lrn_kernel.build_name())
+    assert len(set(names)) == 3 and all(n.startswith("alexnet_lrn_cpu_") for n in names)
 
 
 @pytest.mark.slow

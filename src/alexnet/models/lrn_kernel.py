@@ -9,9 +9,9 @@ one pass each way and keeps nothing but the input for the backward
 It is compiled with the machine's C++ compiler the first time an LRN runs on a
 CPU tensor (about 35 s, once; a line on stderr says so) and cached under
 ``$ALEXNET_EXTENSIONS_DIR`` (default ``~/.cache/alexnet/extensions``), in a
-folder named after the source, the flags, the torch version and the CPU's
-instruction set, so a shared home directory never hands one machine another's
-build. Where it cannot be built (no compiler), LRN falls back to the PyTorch
+folder named after the source (its text and its path), the flags, the torch
+version and the CPU's instruction set, so a shared home directory never hands
+one machine another's build, and two checkouts do not rebuild in turn. Where it cannot be built (no compiler), LRN falls back to the PyTorch
 implementation in ``lrn.py`` with one warning; results agree to float rounding.
 
 ``ALEXNET_LRN_KERNEL`` picks: ``auto`` (default: fused when it builds),
@@ -64,8 +64,10 @@ def _cpu_tag() -> str:
 
 def build_name() -> str:
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS + LDFLAGS).encode(), torch.__version__.encode(),
-                 sys.version.encode(), _cpu_tag().encode()):
+    # The source's path too: ninja's build line names it, so two checkouts sharing one folder would
+    # rebuild in turn (minutes each), each time the other had built last.
+    for part in (SOURCE.read_bytes(), str(SOURCE.resolve()).encode(), " ".join(FLAGS + LDFLAGS).encode(),
+                 torch.__version__.encode(), sys.version.encode(), _cpu_tag().encode()):
         h.update(part)
         h.update(b"\0")
     return f"alexnet_lrn_cpu_{h.hexdigest()[:16]}"
