@@ -46,6 +46,28 @@ _jitted: dict = {}
 tl = None  # triton.language, bound by _kernels() before the first jit (the kernels name it)
 
 
+def _neg_beta_power(t, beta, FORM: tl.constexpr):
+    """t^-beta: exact rsqrt forms for beta 0.75 (FORM 0) and 0.5 (FORM 1), exp2/log2 otherwise."""
+    if FORM == 0:
+        r = tl.rsqrt(t)
+        p = r * tl.sqrt(r)
+    elif FORM == 1:
+        p = tl.rsqrt(t)
+    else:
+        p = tl.exp2(-beta * tl.log2(t))
+    return p
+
+
+def _window_square_sum(x_ptr, pix, c, mask, g0, g1, sc, acc, SIZE: tl.constexpr, LO: tl.constexpr):
+    """acc + the sum of x^2 over channel c's window (c-LO .. c-LO+SIZE-1), clipped to its group [g0, g1)."""
+    for d in tl.static_range(SIZE):
+        cc = c + (d - LO)
+        m = mask & (cc >= g0) & (cc < g1)
+        v = tl.load(x_ptr + pix + cc.to(tl.int64) * sc, mask=m, other=0.0).to(tl.float32)
+        acc += v * v
+    return acc
+
+
 def _forward_kernel(x_ptr, y_ptr, HW, C, CG, sn, sc, sp, scale, beta, k,
                     SIZE: tl.constexpr, LO: tl.constexpr, FORM: tl.constexpr, CL: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -63,20 +85,8 @@ def _forward_kernel(x_ptr, y_ptr, HW, C, CG, sn, sc, sp, scale, beta, k,
     pix = base + P.to(tl.int64) * sp
     live = (P < HW) & (CH < C)
     g0 = (CH // CG) * CG  # first channel of the group
-    for d in tl.static_range(SIZE):
-        cc = CH + (d - LO)
-        m = live & (cc >= g0) & (cc < g0 + CG)
-        v = tl.load(x_ptr + pix + cc.to(tl.int64) * sc, mask=m, other=0.0).to(tl.float32)
-        acc += v * v
-    t = k + scale * acc
-    t = tl.where(live, t, 1.0)
-    if FORM == 0:  # beta = 0.75
-        r = tl.rsqrt(t)
-        p = r * tl.sqrt(r)
-    elif FORM == 1:  # beta = 0.5
-        p = tl.rsqrt(t)
-    else:
-        p = tl.exp2(-beta * tl.log2(t))
+    acc = _window_square_sum(x_ptr, pix, CH, live, g0, g0 + CG, sc, acc, SIZE, LO)
+    p = _neg_beta_power(tl.where(live, k + scale * acc, 1.0), beta, FORM)
     own = pix + CH.to(tl.int64) * sc
     x = tl.load(x_ptr + own, mask=live, other=0.0).to(tl.float32)
     tl.store(y_ptr + own, (x * p).to(y_ptr.dtype.element_ty), mask=live)
@@ -103,37 +113,15 @@ def _backward_kernel(x_ptr, g_ptr, dx_ptr, HW, C, CG, sn, sc, sp, scale, beta, k
     g0 = (CH // CG) * CG
     g1 = g0 + CG
     # t_j^-beta of the tile's own channels j
-    for d in tl.static_range(SIZE):
-        cc = CH + (d - LO)
-        m = live & (cc >= g0) & (cc < g1)
-        v = tl.load(x_ptr + pix + cc.to(tl.int64) * sc, mask=m, other=0.0).to(tl.float32)
-        acc += v * v
-    t = tl.where(live, k + scale * acc, 1.0)
-    if FORM == 0:
-        r = tl.rsqrt(t)
-        p = r * tl.sqrt(r)
-    elif FORM == 1:
-        p = tl.rsqrt(t)
-    else:
-        p = tl.exp2(-beta * tl.log2(t))
+    acc = _window_square_sum(x_ptr, pix, CH, live, g0, g1, sc, acc, SIZE, LO)
+    p = _neg_beta_power(tl.where(live, k + scale * acc, 1.0), beta, FORM)
     # w_j = sum over the channels c whose window holds j (c = j-hi .. j+lo, same group) of g_c x_c t_c^(-beta-1)
     for e in tl.static_range(SIZE):
         c = CH + (e - (SIZE - 1 - LO))
         mc = live & (c >= g0) & (c < g1)
-        s = acc * 0.0
-        for d in tl.static_range(SIZE):
-            cc = c + (d - LO)
-            m = mc & (cc >= g0) & (cc < g1)
-            v = tl.load(x_ptr + pix + cc.to(tl.int64) * sc, mask=m, other=0.0).to(tl.float32)
-            s += v * v
+        s = _window_square_sum(x_ptr, pix, c, mc, g0, g1, sc, acc * 0.0, SIZE, LO)
         tc = tl.where(mc, k + scale * s, 1.0)
-        if FORM == 0:
-            rc = tl.rsqrt(tc)
-            pc = rc * tl.sqrt(rc)
-        elif FORM == 1:
-            pc = tl.rsqrt(tc)
-        else:
-            pc = tl.exp2(-beta * tl.log2(tc))
+        pc = _neg_beta_power(tc, beta, FORM)
         at = pix + c.to(tl.int64) * sc
         xc = tl.load(x_ptr + at, mask=mc, other=0.0).to(tl.float32)
         gc = tl.load(g_ptr + at, mask=mc, other=0.0).to(tl.float32)
@@ -142,6 +130,9 @@ def _backward_kernel(x_ptr, g_ptr, dx_ptr, HW, C, CG, sn, sc, sp, scale, beta, k
     x = tl.load(x_ptr + own, mask=live, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + own, mask=live, other=0.0).to(tl.float32)
     tl.store(dx_ptr + own, (g * p + coef * x * w).to(dx_ptr.dtype.element_ty), mask=live)
+
+
+_HELPERS = (_neg_beta_power, _window_square_sum)  # the plain functions, jitted by _kernels()
 
 
 def _kernels():
@@ -156,6 +147,10 @@ def _kernels():
         with _lock:
             kernels = _jitted.get(interpret)
             if kernels is None:
+                # the kernels call the helpers by their global names, which must name functions jitted for
+                # this mode (a process that uses both modes keeps the last mode's helpers: tests use one a process)
+                for fn in _HELPERS:
+                    globals()[fn.__name__] = triton.jit(fn)
                 kernels = _jitted[interpret] = (triton.jit(_forward_kernel), triton.jit(_backward_kernel))
     return kernels
 
