@@ -4,7 +4,7 @@ import json
 
 import torch
 import torchvision
-from test_data_sources import tiny_jpeg
+from source_writers import tiny_jpeg
 
 from alexnet.cli.main import main as cli
 from alexnet.data import prepare

@@ -367,7 +367,7 @@ def test_fashion_mnist(tmp_path):
 
 
 def test_prepare_cifar_and_ilsvrc_sources(tmp_path):
-    from test_data_sources import fake_ilsvrc, write_cifar  # the readers' fixtures
+    from source_writers import fake_ilsvrc, write_cifar
 
     rng = np.random.default_rng(0)
     cifar = tmp_path / "cifar"
