@@ -69,3 +69,24 @@ def test_train_into_a_log_prints_one_line_per_epoch(prepared, tmp_path, capfd):
     assert cli(["train", "--data", str(prepared), "--out", str(tmp_path / "b"), *sets, "--no-progress"]) == 0
     out = capfd.readouterr().out
     assert len(out.splitlines()) == 1 and out.startswith("{")
+
+
+@pytest.mark.parametrize("flags,lines", [([], True), (["--no-progress"], False)])
+def test_demo_into_a_log_asks_the_trainer_for_epoch_lines(monkeypatch, tmp_path, flags, lines):
+    """`alexnet demo > log` gets the trainer's one line per epoch, as train does (the data steps are stubbed here)."""
+    import alexnet.data
+    import alexnet.engine.trainer
+
+    class Reached(Exception):
+        pass
+
+    def fake_fit(cfg, data, out, resume=False, progress=True, epoch_lines=None):
+        raise Reached(progress, epoch_lines)
+
+    monkeypatch.setattr(alexnet.data, "generate_synth", lambda *a, **k: None)
+    monkeypatch.setattr(alexnet.data, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(alexnet.data, "read_meta", lambda *a, **k: {"classes": ["a", "b"], "size": 32})
+    monkeypatch.setattr(alexnet.engine.trainer, "fit", fake_fit)
+    with pytest.raises(Reached) as e:
+        cli(["demo", "--out", str(tmp_path / "d"), "--device", "cpu", *flags])
+    assert e.value.args == (False, lines)  # pytest's output is no terminal: no bars either way

@@ -24,7 +24,8 @@ def _stage(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
 
-def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progress: bool = True) -> dict:
+def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progress: bool = True,
+             epoch_lines: bool | None = None) -> dict:
     from .data import generate_synth, prepare, read_meta
     from .engine.evaluate import evaluate_checkpoint
     from .engine.trainer import fit
@@ -44,7 +45,7 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
     resume = (run / "last.ckpt").is_file()
     _stage(f"training {cfg.model.name} for {cfg.run.epochs} epochs in {run}" + (" (resuming)" if resume else ""))
     t_train = time.time()
-    fit(cfg, prepared, run, resume=resume, progress=progress)
+    fit(cfg, prepared, run, resume=resume, progress=progress, epoch_lines=epoch_lines)
     train_s = time.time() - t_train
 
     ckpt = run / "last.ckpt"

@@ -25,5 +25,6 @@ def run(args) -> int:
     overrides = device_override(args)
     load_config("demo", overrides)  # a bad --set is refused before any data is generated
     check_output_dir(args.out)
-    run_demo(args.out, overrides, progress=show_progress(args))
+    run_demo(args.out, overrides, progress=show_progress(args),
+             epoch_lines=not args.no_progress)  # into a log: no bars, one line per epoch
     return 0
