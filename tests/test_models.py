@@ -242,9 +242,49 @@ def test_ablation_options(opt):
         assert all(torch.all(getattr(m, n).bias == 0) for n in ("conv2", "conv4", "conv5", "fc6", "fc7"))
 
 
+@pytest.mark.parametrize("order", ["lrn-pool", "pool-lrn"])
+def test_order_puts_lrn_before_or_after_the_pool(order):
+    torch.manual_seed(0)
+    m = models.create("alexnet-small", order=order, input_size=28, in_channels=1).double().eval()  # CPU
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64) * 3
+    t = m.extract(x, ("conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "fc8"))
+    for i in "12":
+        conv, norm, pool = t[f"conv{i}"], t[f"norm{i}"], t[f"pool{i}"]
+        if order == "lrn-pool":  # the paper: ReLU, LRN, max-pool
+            torch.testing.assert_close(norm, getattr(m, f"norm{i}")(conv), rtol=0, atol=0)
+            torch.testing.assert_close(pool, getattr(m, f"pool{i}")(norm), rtol=0, atol=0)
+        else:  # CaffeNet: ReLU, max-pool, LRN
+            torch.testing.assert_close(pool, getattr(m, f"pool{i}")(conv), rtol=0, atol=0)
+            torch.testing.assert_close(norm, getattr(m, f"norm{i}")(pool), rtol=0, atol=0)
+    other = models.create("alexnet-small", order="pool-lrn" if order == "lrn-pool" else "lrn-pool", input_size=28,
+                          in_channels=1).double().eval()
+    other.load_state_dict(m.state_dict())
+    assert not torch.allclose(other(x), t["fc8"])  # the same weights, another network
+
+
+@pytest.mark.parametrize("name,order", [("alexnet-small", "lrn-pool"), ("alexnet-small", "pool-lrn"),
+                                        ("alexnet-owt", "lrn-pool")])
+def test_relu_after_the_pool_gives_the_same_outputs_and_gradients(name, order):
+    """The walk runs a ReLU that a max-pool follows after the pool; asking for every activation by name
+    turns that off, so the two paths are compared exactly (float64, CPU)."""
+    opts = dict(input_size=28, in_channels=1, order=order) if name == "alexnet-small" else dict(input_size=64)
+    torch.manual_seed(0)
+    m = models.create(name, num_classes=10, dropout=0.0, **opts).double()
+    x = torch.randn(3, m.cfg.in_channels, opts["input_size"], opts["input_size"], dtype=torch.float64)
+    fast = m(x)
+    gf = torch.autograd.grad(fast.square().sum(), list(m.parameters()))
+    slow = m.extract(x, m.layer_names())["fc8"]
+    gs = torch.autograd.grad(slow.square().sum(), list(m.parameters()))
+    assert torch.equal(fast, slow)
+    for a, b in zip(gf, gs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="pool"):
         models.create("alexnet", pool="4/4")
+    with pytest.raises(ValueError, match="order must be lrn-pool or pool-lrn"):
+        models.create("alexnet", order="pool-first")
     with pytest.raises(ValueError, match="activation"):
         models.create("alexnet", activation="gelu")
     with pytest.raises(models.UnknownModelError, match="known models: alexnet"):

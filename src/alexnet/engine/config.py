@@ -34,6 +34,7 @@ class ModelConfig:
     activation: str = "relu"  # relu | tanh
     lrn: bool | None = None  # None: the variant's (on for alexnet/alexnet-caffe/alexnet-small, absent in alexnet-owt)
     pool: str = "overlap"  # overlap (3/2) | 2/2
+    order: str = "lrn-pool"  # lrn-pool: LRN, then max-pool (the paper) | pool-lrn: max-pool, then LRN (CaffeNet)
     dropout: float = 0.5
     width: float = 1.0  # channel multiplier
     init: str | None = None  # paper | caffe | kaiming | torch; None: the variant's
@@ -109,6 +110,7 @@ class TrainConfig:
 CHOICES = {
     "model.activation": ("relu", "tanh"),
     "model.pool": ("overlap", "2/2"),
+    "model.order": ("lrn-pool", "pool-lrn"),
     "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
     "data.decode": ("auto", "cpu", "cuda"),
