@@ -27,7 +27,7 @@ def test_recipe_reaches_85_percent_on_a_subset_in_under_two_minutes(tmp_path):
     raw = _idx_subset()(FASHION, tmp_path / "raw", train=15000)
     prepare(raw, tmp_path / "prep", progress=False)
     # The shipped recipe on a quarter of the images for 6 epochs, at half its batch (and lr, the same per image)
-    # so that the shorter run still takes 702 steps (the full recipe: 2,106).
+    # so that the shorter run still takes 702 steps (the full recipe: 2,340).
     cfg = load_config("fashion-mnist", ["run.epochs=6", "data.batch_size=128", "optim.lr=0.05",
                                         "schedule.warmup_steps=100", "run.device=cpu"])  # measured on a CPU
     res = fit(cfg, tmp_path / "prep", tmp_path / "run", progress=False)

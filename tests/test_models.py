@@ -262,22 +262,19 @@ def test_order_puts_lrn_before_or_after_the_pool(order):
     assert not torch.allclose(other(x), t["fc8"])  # the same weights, another network
 
 
-@pytest.mark.parametrize("name,order", [("alexnet-small", "lrn-pool"), ("alexnet-small", "pool-lrn"),
-                                        ("alexnet-owt", "lrn-pool")])
-def test_relu_after_the_pool_gives_the_same_outputs_and_gradients(name, order):
-    """The walk runs a ReLU that a max-pool follows after the pool; asking for every activation by name
-    turns that off, so the two paths are compared exactly (float64, CPU)."""
-    opts = dict(input_size=28, in_channels=1, order=order) if name == "alexnet-small" else dict(input_size=64)
+def test_lrn_alpha_sets_the_strength_of_every_lrn_layer():
     torch.manual_seed(0)
-    m = models.create(name, num_classes=10, dropout=0.0, **opts).double()
-    x = torch.randn(3, m.cfg.in_channels, opts["input_size"], opts["input_size"], dtype=torch.float64)
-    fast = m(x)
-    gf = torch.autograd.grad(fast.square().sum(), list(m.parameters()))
-    slow = m.extract(x, m.layer_names())["fc8"]
-    gs = torch.autograd.grad(slow.square().sum(), list(m.parameters()))
-    assert torch.equal(fast, slow)
-    for a, b in zip(gf, gs):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    m = models.create("alexnet-small", lrn_alpha=6.5025, input_size=28, in_channels=1).double()  # CPU
+    assert m.cfg.lrn.alpha == 6.5025 and m.cfg.lrn.k == 2.0
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(m.norm1(x), local_response_norm(x, 5, 6.5025, 0.75, 2.0, groups=2))
+    # what 1e-4 x 255^2 stands for: on 255x larger input, the paper's alpha gives 255x the output
+    paper = models.create("alexnet-small").norm1.double()
+    torch.testing.assert_close(paper(255 * x), 255 * m.norm1(x))
+    with pytest.raises(ValueError, match="lrn_alpha sets LRN's alpha, but alexnet-owt has LRN off"):
+        models.create("alexnet-owt", lrn_alpha=1.0)
+    with pytest.raises(ValueError, match="lrn_alpha must be greater than 0"):
+        models.create("alexnet-small", lrn_alpha=0)
 
 
 def test_bad_options():

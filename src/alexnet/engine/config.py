@@ -33,6 +33,7 @@ class ModelConfig:
     input_size: int | None = None  # pixels; None: the model's default (224, 227, 32)
     activation: str = "relu"  # relu | tanh
     lrn: bool | None = None  # None: the variant's (on for alexnet/alexnet-caffe/alexnet-small, absent in alexnet-owt)
+    lrn_alpha: float | None = None  # None: the variant's (1e-4); 6.5025 = 1e-4 x 255^2: the paper's strength on [0, 1] input
     pool: str = "overlap"  # overlap (3/2) | 2/2
     order: str = "lrn-pool"  # lrn-pool: LRN, then max-pool (the paper) | pool-lrn: max-pool, then LRN (CaffeNet)
     dropout: float = 0.5
@@ -124,6 +125,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.input_size": (lambda v: v >= 1, "at least 1"),
     "model.dropout": (lambda v: 0 <= v <= 1, "between 0 and 1"),
     "model.width": (lambda v: v > 0, "greater than 0"),
+    "model.lrn_alpha": (lambda v: v > 0, "greater than 0"),
     "data.batch_size": (lambda v: v >= 1, "at least 1"),
     "data.workers": (lambda v: v >= 0, "at least 0"),
     "data.lighting": (lambda v: v >= 0, "at least 0"),

@@ -89,6 +89,8 @@ def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
     }
     if m.lrn is not None:
         opts["lrn"] = m.lrn
+    if m.lrn_alpha is not None:
+        opts["lrn_alpha"] = m.lrn_alpha
     if m.order != "lrn-pool":  # only when set, so checkpoints of the paper's order name no new option
         opts["order"] = m.order
     if m.towers is not None:

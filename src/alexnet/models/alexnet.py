@@ -259,29 +259,13 @@ class AlexNet(nn.Module):
         return tuple(features), tuple(head)
 
     def _walk(self, x: torch.Tensor, steps, taps: dict | None = None) -> torch.Tensor:
-        """Run ``steps`` on ``x``; the activations named in ``taps`` are stored there.
-
-        A ReLU that a max-pool follows runs after the pool instead, on a map
-        about four times smaller: max-pooling commutes with ReLU (a
-        non-decreasing function), so outputs and gradients are the same, and
-        a profile of ``alexnet-small`` on Fashion-MNIST spent more time in
-        ReLU's backward over the full-size maps than in fc6-fc8. Not when the
-        layer's own activation is asked for by name.
-        """
-        i = 0
-        while i < len(steps):
-            name, act = steps[i]
+        """Run ``steps`` on ``x``; the activations named in ``taps`` are stored there."""
+        for name, act in steps:
             x = getattr(self, name)(x)
-            if act and self.act is F.relu and i + 1 < len(steps) and steps[i + 1][0].startswith("pool") \
-                    and (taps is None or name not in taps):
-                i += 1
-                name = steps[i][0]
-                x = F.relu(getattr(self, name)(x))
-            elif act:
+            if act:
                 x = self.act(x)
             if taps is not None and name in taps:
                 taps[name] = x
-            i += 1
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -405,7 +389,9 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
 
     ``lrn``: on | off (or a bool); ``pool``: overlap | 3/2 | 2/2 | nonoverlap;
     ``dropout``: p; ``width``: channel multiplier; ``towers``: 1 | 2;
-    ``activation``: relu | tanh; ``order``: lrn-pool (the paper: LRN, then
+    ``activation``: relu | tanh; ``lrn_alpha``: LRN's alpha in the variant's
+    form (the paper's 1e-4 on the window sum; 1e-4 x 255^2 gives LRN on [0, 1]
+    input the strength it has on the paper's raw pixel values); ``order``: lrn-pool (the paper: LRN, then
     max-pool) | pool-lrn (CaffeNet: max-pool, then LRN on a map about four
     times smaller); ``bias``: the constant of the biases the
     paper sets to 1; ``num_classes``, ``in_channels``, ``input_size``, ``init``.
@@ -422,6 +408,8 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
             if v not in _ON + _OFF:
                 raise ValueError(f"lrn must be on or off, not {value!r}")
             kw["lrn"] = (cfg.lrn or LRNSpec()) if v in _ON else None
+        elif key == "lrn_alpha":
+            continue  # applied below, after lrn on/off
         elif key == "pool":
             v = str(value).lower()
             if v in ("overlap", "3/2", "overlapping"):
@@ -449,6 +437,13 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
         else:
             raise ValueError(f"unknown model option {key!r}")
     out = replace(cfg, **kw)
+    if overrides.get("lrn_alpha") is not None:
+        alpha = float(overrides["lrn_alpha"])
+        if not alpha > 0:
+            raise ValueError(f"lrn_alpha must be greater than 0, not {overrides['lrn_alpha']!r}")
+        if out.lrn is None:
+            raise ValueError(f"lrn_alpha sets LRN's alpha, but {cfg.name} has LRN off here: leave lrn_alpha unset")
+        out = replace(out, lrn=replace(out.lrn, alpha=alpha))
     if "bias" in overrides and overrides["bias"] is not None and out.init == "torch":
         raise ValueError(f"bias sets the constant biases of the paper's init, but {cfg.name} uses init=torch, "
                          f"which draws them: pass init=paper, caffe or kaiming with it")
