@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,20 +217,43 @@ def test_ten_crop_uses_ten_patches(trained, monkeypatch):
     assert seen[0][1:] == (3, 32, 32)
 
 
+def _torchrun_train(prepared, out, sets):
+    """``alexnet train`` in two CPU processes under torchrun; each rank's lines prefixed ``[default<rank>]:``."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--tee", "3", "-m", "alexnet.cli.main", "train", "--data", str(prepared), "--out", str(out),
+                           "--quiet", *sets], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _killed_by_a_signal(stderr: str) -> bool:
+    return any(line.strip().startswith("exitcode") and "(SIG" in line for line in stderr.splitlines())
+
+
+def _rank_lines(stderr: str, keep: int = 60) -> str:
+    """What the ranks themselves printed (the launcher's own summary left out), last ``keep`` lines."""
+    lines = [l for l in stderr.splitlines() if l.startswith("[default")] or stderr.splitlines()
+    return "\n".join(lines[-keep:])
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(prepared, tmp_path):
     cfg = TINY + ["model.dropout=0.0", "run.epochs=1"]
     sets = [a for s in cfg for a in ("--set", s)]
     one = run_cli("train", "--data", str(prepared), "--out", str(tmp_path / "one"), "--quiet", *sets)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "alexnet.cli.main", "train", "--data", str(prepared), "--out", str(tmp_path / "two"),
-                          "--quiet", *sets], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert two.returncode == 0, two.stderr[-2000:]
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    out = tmp_path / "two"
+    two = _torchrun_train(prepared, out, sets)
+    if two.returncode != 0 and _killed_by_a_signal(two.stderr):
+        # Once in CI (stop 18) rank 1 died of SIGABRT with no Python error; 63 local repeats, under load and with
+        # the LRN kernel built by both ranks at once, never did it. A rank killed by a signal is retried once, its
+        # output kept in a warning; a Python error fails at once, and a second signal fails too.
+        warnings.warn(f"DDP run: a rank was killed by a signal; retrying once. Its ranks said:\n{_rank_lines(two.stderr)}")
+        out = tmp_path / "two-again"
+        two = _torchrun_train(prepared, out, sets)
+    assert two.returncode == 0, _rank_lines(two.stderr)
+    a, b = weights(tmp_path / "one"), weights(out)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
-    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
     epochs = [json.loads(l) for l in lines if '"epoch"' in l and json.loads(l)["kind"] == "epoch"]
     assert len(epochs) == 1 and epochs[0]["val_count"] == 64  # each val image counted once over both ranks
