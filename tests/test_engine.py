@@ -124,6 +124,36 @@ def test_recipes_load():
     assert (small.model.name, small.model.init, small.model.bias, small.data.scale) == ("alexnet", "kaiming", 0.0, 1.0)
 
 
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from alexnet.engine import loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert loop.resolve_precision("auto", cpu) == "bf16" and loop.precision_warning("bf16", cpu) is None
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)  # an AVX2-only CPU: bf16 would be emulated
+    assert loop.resolve_precision("auto", cpu) == "fp32"
+    assert "emulated" in loop.precision_warning("bf16", cpu) and loop.precision_warning("fp32", cpu) is None
+    for asked in ("fp32", "bf16", "fp16"):  # what is asked for explicitly is kept
+        assert loop.resolve_precision(asked, cpu) == asked
+    for recipe in ("paper", "small-data", "fashion-mnist", "ablate"):
+        assert load_config(recipe).run.precision == "auto", recipe
+
+
+def test_run_records_what_auto_precision_became(prepared, tmp_path, monkeypatch, capsys):
+    from alexnet.engine import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    fit(load_config(None, [*TINY, "run.epochs=1", "run.precision=auto"]), prepared, tmp_path / "a", progress=False)
+    setup = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
+    assert setup["kind"] == "setup" and setup["precision"] == "fp32" and setup["device"] == "cpu"
+    assert "warning" not in capsys.readouterr().err
+    fit(load_config(None, [*TINY, "run.epochs=1", "run.precision=bf16"]), prepared, tmp_path / "b", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run.precision=bf16 on a CPU without bf16 units" in err
+    setup = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
+    assert setup["precision"] == "bf16"  # asked for explicitly: kept, with the warning
+
+
 def test_run_config_names_its_data(trained, tmp_path, capsys):
     """RUN/config.yaml records the data folder: the report finds it, and the config reruns without --data."""
     import yaml

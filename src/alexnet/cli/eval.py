@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=100)
     add_workers_flag(p)
     add_device_flag(p)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+                   help="autocast dtype; auto: bf16 where the hardware has it (CUDA, AVX-512 BF16, AMX), else fp32")
     p.add_argument("--json", action="store_true", help="print {count, top1_acc, top5_acc, top1_err, top5_err}")
     add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)

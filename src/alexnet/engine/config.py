@@ -84,7 +84,8 @@ class ScheduleConfig:
 @dataclass
 class RunConfig:
     epochs: int = 90
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 adds a GradScaler) | auto: bf16 where the hardware has
+    # it (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), fp32 elsewhere (engine/loop.py)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True
@@ -118,7 +119,7 @@ CHOICES = {
     "schedule.kind": ("plateau", "onecycle"),
     "data.eval_tta": TTA,
     "optim.rule": ("paper", "torch"),
-    "run.precision": ("fp32", "bf16", "fp16"),
+    "run.precision": ("fp32", "bf16", "fp16", "auto"),
 }
 # Allowed ranges: key -> (test, what the error says the value must be).
 RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {

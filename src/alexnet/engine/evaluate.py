@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from .inference import Checkpoint
-from .loop import evaluate
+from .loop import evaluate, resolve_precision
 
 
 def evaluate_checkpoint(checkpoint, data, split: str = "val", tta: str = "center", batch_size: int = 100,
@@ -21,7 +21,7 @@ def evaluate_checkpoint(checkpoint, data, split: str = "val", tta: str = "center
         raise UserError(f"--batch-size must be at least 1, not {batch_size}")
     ck = Checkpoint.load(checkpoint, device)
     with closing(ck.eval_loader(data, split, batch_size=batch_size, workers=workers, tta=tta)) as loader:
-        return evaluate(ck.model, loader, ck.device, precision, progress=progress, desc=f"eval {split} ({tta})")
+        return evaluate(ck.model, loader, ck.device, resolve_precision(precision, ck.device), progress=progress, desc=f"eval {split} ({tta})")
 
 
 @torch.no_grad()

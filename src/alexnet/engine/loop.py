@@ -1,7 +1,8 @@
 """The two loops: ``train_one_epoch`` and ``evaluate``, apart from any wiring.
 
 One mixed-precision path: ``autocast`` with ``enabled=False`` for fp32 and a
-``GradScaler`` that is a no-op unless the precision is fp16.
+``GradScaler`` that is a no-op unless the precision is fp16. ``resolve_precision``
+turns ``auto`` into bf16 where the hardware computes it and fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,36 @@ from .metrics import summary, topk_correct
 from .optim import PlateauSchedule
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX), where oneDNN's bf16 kernels are fast.
+
+    Without them (an AVX2-only CPU such as a Zen 3 EPYC) bf16 is emulated: a 2048^2 bf16 matmul ran at
+    0.34 GFLOP/s against 134 in fp32, and a training step of the Fashion-MNIST recipe 10x slower than fp32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CUDA GPU that supports it and on a CPU with bf16 units, else fp32; others as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def precision_warning(precision: str, device: torch.device) -> str | None:
+    """A one-line warning when bf16 was asked for explicitly on a CPU that can only emulate it."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        return ("run.precision=bf16 on a CPU without bf16 units (no AVX-512 BF16 or AMX): emulated, about 10x "
+                "slower than fp32 here; run.precision=auto picks fp32 on this CPU")
+    return None
 
 
 def autocast(device: torch.device, precision: str):

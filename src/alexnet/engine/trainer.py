@@ -31,7 +31,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
 from .inference import TTA_VIEWS
-from .loop import TrainState, evaluate, train_one_epoch
+from .loop import TrainState, evaluate, precision_warning, resolve_precision, train_one_epoch
 from .metrics import MetricsLog
 from .optim import OneCycleSchedule, PlateauSchedule, make_optimizer
 
@@ -131,10 +131,13 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self._wrap_model()
-        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
+        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+        # What "auto" settings became on this machine (run.precision=auto: bf16 or fp32).
+        self.log.write("setup", device=str(self.dist.device), precision=self.state.precision,
+                       world_size=self.dist.world_size, epoch=self.state.epoch, step=self.state.step)
         self._last_save = time.monotonic()
         self._logged = (-1, 0, 0)  # (epoch, correct, seen) at the last step line
 
@@ -204,8 +207,12 @@ class Trainer:
         else:
             schedule = PlateauSchedule(optimizer, sch.patience, sch.factor, sch.max_drops, sch.min_delta,
                                        sch.warmup_steps)
-        scaler = torch.amp.GradScaler(self.dist.device.type, enabled=run.precision == "fp16")
-        return TrainState(model, optimizer, scaler, self.dist.device, run.precision, o.accumulate, run.channels_last,
+        precision = resolve_precision(run.precision, self.dist.device)
+        warning = precision_warning(precision, self.dist.device)
+        if warning and self.dist.is_main:
+            print(f"alexnet train: warning: {warning}", file=sys.stderr, flush=True)
+        scaler = torch.amp.GradScaler(self.dist.device.type, enabled=precision == "fp16")
+        return TrainState(model, optimizer, scaler, self.dist.device, precision, o.accumulate, run.channels_last,
                           schedule=schedule, label_smoothing=o.label_smoothing)
 
     def _wrap_model(self) -> None:
