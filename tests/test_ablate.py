@@ -121,3 +121,41 @@ def test_study_trains_every_arm_and_resumes(prepared, tmp_path):
                       announce=False, fit=spy)
     assert calls == [True] and rerun[-1]["test_top1_err"] == rows[-1]["test_top1_err"]
     assert summarize_run(folder)["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_a_run_another_study_already_made_is_reused_not_trained(prepared, tmp_path):
+    """The base recipe is the first arm of pooling and of towers (towers=None and towers=2 build the same
+    alexnet-small): towers trains only its two one-tower arms and takes the other run's figures."""
+    from alexnet.ablation.runner import finished_runs, run_identity
+
+    tiny = [*TINY, "run.precision=fp32", "model.bias=0.0", "run.epochs=1"]
+    pooling = run_study(STUDIES["pooling"], prepared, tmp_path, config="ablate", seeds=1, epochs=1,
+                        overrides=tiny, announce=False)
+    trained = []
+
+    def spy(cfg, data, out, resume, progress):
+        from alexnet.engine.trainer import fit
+
+        trained.append(cfg.model.towers)
+        return fit(cfg, data, out, resume=resume, progress=progress)
+
+    towers = run_study(STUDIES["towers"], prepared, tmp_path, config="ablate", seeds=1, epochs=1,
+                       overrides=tiny, announce=False, fit=spy)
+    assert trained == [1, 1]
+    assert towers[0]["same_run_as"] == "pooling/3-2-overlapping/seed-0"
+    for key in ("test_top1_err", "train_loss", "curve"):
+        assert towers[0][key] == pooling[0][key]
+    shared = run_dir(tmp_path, STUDIES["towers"], STUDIES["towers"].arms[0], 0)
+    assert (shared / "last.ckpt").is_file() and summarize_run(shared)["epochs"] == 1
+    assert "same_run_as" not in towers[1] and towers[1]["test_top1_err"] is not None
+
+    # A run made in another precision (or on other data) is not the same run.
+    source = run_dir(tmp_path, STUDIES["pooling"], STUDIES["pooling"].arms[0], 0)
+    cfg = load_config("ablate", [*STUDIES["towers"].arms[0].overrides, *tiny, "run.seed=0", "run.log_every=10",
+                                 "run.epochs=1"])
+    assert finished_runs(tmp_path, prepared)[run_identity(cfg, prepared)] == source
+    metrics = source / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"precision": "fp32"', '"precision": "bf16"', 1))
+    assert run_identity(cfg, prepared) not in finished_runs(tmp_path, prepared)
+    assert finished_runs(tmp_path, tmp_path / "elsewhere") == {}

@@ -6,6 +6,13 @@ one continues from its ``last.ckpt``)::
 
     OUT/STUDY/ARM/seed-N/{config.yaml, metrics.jsonl, last.ckpt, best.ckpt, result.json}
     OUT/STUDY/table.md, OUT/STUDY/curves.png, OUT/STUDY/summary.json
+
+A run that would repeat a finished run of another study in the same ``OUT``
+(the base recipe is the first arm of most studies) is not trained again: its
+folder gets that run's files and its ``result.json`` names the run in
+``same_run_as``. Two runs are the same when their resolved configs (data
+folder, seed and epochs included) build the same network and the precision
+and device this machine would use are the ones the finished run used.
 """
 
 from __future__ import annotations
@@ -32,6 +39,69 @@ def slug(label: str) -> str:
 
 def run_dir(out: Path, study: Study, arm: Arm, seed: int) -> Path:
     return out / study.name / slug(arm.label) / f"seed-{seed}"
+
+
+def run_identity(cfg, data: str | os.PathLike, precision: str | None = None, device: str | None = None) -> str:
+    """What makes two runs the same: the resolved config with the model section replaced by the network it builds.
+
+    ``precision``/``device``: what the run used (its ``setup`` record); None: what this machine would use.
+    """
+    import dataclasses
+
+    from .. import models
+    from ..data import read_meta
+    from ..engine.config import to_dict
+    from ..engine.distributed import resolve_device
+    from ..engine.loop import resolve_precision
+    from ..engine.trainer import model_options
+    from ..models.alexnet import config_with
+    from ..models.variants import CONFIGS
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=os.path.abspath(data)))
+    opts = model_options(cfg, read_meta(data))
+    base = CONFIGS.get(cfg.model.name)
+    net = config_with(base, **opts) if base is not None else models.create(cfg.model.name, **opts).cfg
+    if precision is None or device is None:
+        dev = resolve_device(cfg.run.device)
+        precision, device = resolve_precision(cfg.run.precision, dev), dev.type
+    whole = to_dict(cfg)
+    whole["model"] = repr(net)
+    whole["run"] = {**whole["run"], "precision": precision, "device": device.split(":")[0]}
+    return dumps(whole, sort_keys=True)
+
+
+def finished_runs(out: Path, data: str | os.PathLike) -> dict[str, Path]:
+    """Identity -> folder of every finished run under ``out`` (any study) that recorded how it ran."""
+    from ..engine.config import load_config
+
+    found = {}
+    for done in sorted(out.glob(f"*/*/seed-*/{RESULT}")):
+        folder = done.parent
+        setup = next((r for r in read_records(folder / "metrics.jsonl") if r.get("kind") == "setup"), None)
+        if setup is None or json.loads(done.read_text()).get("same_run_as"):
+            continue
+        try:
+            cfg = load_config(folder / "config.yaml")
+            if os.path.abspath(cfg.data.path or "") != os.path.abspath(data):
+                continue
+            found.setdefault(run_identity(cfg, data, setup["precision"], setup["device"]), folder)
+        except Exception:  # noqa: BLE001 - a folder we cannot read is simply not reused
+            continue
+    return found
+
+
+def share_run(source: Path, folder: Path) -> None:
+    """Give ``folder`` the files of the finished run ``source`` (hard links where the file system allows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        if f.name == RESULT or not f.is_file():
+            continue
+        target = folder / f.name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -103,6 +173,7 @@ def run_study(study: Study, data: str | os.PathLike, out: str | os.PathLike, *, 
         from ..engine.trainer import fit
     out = Path(out)
     rows = []
+    reusable = None  # identity -> finished run of another study, read when first needed
     runs = [(arm, seed) for arm in study.arms for seed in range(seeds)]
     for i, (arm, seed) in enumerate(runs, 1):
         folder = run_dir(out, study, arm, seed)
@@ -119,6 +190,20 @@ def run_study(study: Study, data: str | os.PathLike, out: str | os.PathLike, *, 
             sets.append(f"run.epochs={epochs}")
         cfg = load_config(config, sets)
         resume = (folder / "last.ckpt").is_file()
+        if not resume:
+            if reusable is None:
+                reusable = {k: v for k, v in finished_runs(out, data).items() if v.parent.parent.name != study.name}
+            source = reusable.get(run_identity(cfg, data))
+            if source is not None:
+                share_run(source, folder)
+                row = {"study": study.name, "arm": arm.label, "group": arm.group, "seed": seed,
+                       "overrides": [*study.common, *overrides, *arm.overrides],
+                       "same_run_as": source.relative_to(out).as_posix(), **summarize_run(folder)}
+                atomic_write(done, (dumps(row, indent=1) + "\n").encode())
+                if announce:
+                    print(f"{tag}: the same run as {row['same_run_as']}, reused", file=sys.stderr, flush=True)
+                rows.append(row)
+                continue
         if not resume and folder.exists():
             shutil.rmtree(folder)  # a run killed before its first checkpoint: start it again
         if announce:

@@ -4,7 +4,9 @@ Reruns the paper's claims (relu-vs-tanh, lrn, pooling, dropout, pca,
 bias-init, towers) with everything else fixed, over several seeds, and writes
 ``OUT/STUDY/table.md`` (mean +- std), ``summary.json`` and ``curves.png``.
 Every run has its own folder: run the same command again after an
-interruption and it continues where it stopped.
+interruption and it continues where it stopped. A run another study in the
+same ``--out`` already made (the base recipe is the first arm of five
+studies) is reused, not trained again.
 """
 
 from __future__ import annotations
