@@ -16,7 +16,7 @@ import time
 import torch
 
 from alexnet.engine.allocator import keep_freed_memory
-from alexnet.models import lrn_kernel
+from alexnet.kernels import lrn_cpu
 from alexnet.models.lrn import local_response_norm
 
 SHAPES = {"norm1 (96 x 55 x 55)": (96, 55, 55), "norm2 (256 x 27 x 27)": (256, 27, 27)}
@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     keep_freed_memory()
     os.environ["ALEXNET_LRN_KERNEL"] = "fused"
-    lrn_kernel.get()  # build before timing
+    lrn_cpu.get()  # build before timing
     print(f"threads {torch.get_num_threads()}, batch {args.batch}; forward + backward, ms")
     for name, (c, h, w) in SHAPES.items():
         for dtype, cl in ((torch.bfloat16, True), (torch.float32, False)):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import models
-from alexnet.models import lrn_kernel
+from alexnet.kernels import lrn_cpu
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     a = ap.parse_args()
     torch.manual_seed(0)
-    lrn_kernel.get()  # build or load the fused CPU kernel before any timing
+    lrn_cpu.get()  # build or load the fused CPU kernel before any timing
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     opts = dict(width=a.width, input_size=a.input_size, in_channels=a.channels, num_classes=a.classes)
     nets = {order: models.create(a.model, order=order, **opts).to(memory_format=torch.channels_last)

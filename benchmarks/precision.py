@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from alexnet import models
 from alexnet.engine.loop import cpu_has_bf16, resolve_precision
-from alexnet.models import lrn_kernel
+from alexnet.kernels import lrn_cpu
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per arm and round")
     a = ap.parse_args()
     torch.manual_seed(0)
-    lrn_kernel.get()  # build or load the fused CPU kernel before any timing
+    lrn_cpu.get()  # build or load the fused CPU kernel before any timing
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}, bf16 units: {'yes' if cpu_has_bf16() else 'no'}; "

@@ -47,7 +47,7 @@ import torchvision
 from alexnet import models
 from alexnet.engine.allocator import keep_freed_memory
 from alexnet.engine.optim import make_optimizer
-from alexnet.models import lrn, lrn_kernel
+from alexnet.kernels import dispatch, lrn_cpu
 from alexnet.models.summary import summarize
 
 
@@ -142,10 +142,10 @@ def e2e_rate(prepared: str, device: torch.device, batch: int, epochs: int, worke
 def lrn_name(device: torch.device) -> str:
     """Which LRN the runs above used on ``device``."""
     if device.type == "cpu":
-        return "fused CPU kernel" if lrn_kernel.get() is not None else "PyTorch ops"
-    if lrn._triton_wanted():
+        return "fused CPU kernel" if lrn_cpu.get() is not None else "PyTorch ops"
+    if dispatch.triton_wanted():
         return "Triton kernel"
-    return f"PyTorch ops ({lrn._triton_state.get('error', 'ALEXNET_LRN_KERNEL=torch')})"
+    return f"PyTorch ops ({dispatch._triton_state.get('error', 'ALEXNET_LRN_KERNEL=torch')})"
 
 
 def main() -> None:
@@ -217,7 +217,7 @@ def model_only(args, device: torch.device) -> dict:
               f"({tv_bf16 / base:.2f}x baseline)")
 
     if device.type == "cpu":
-        lrn_kernel.get()  # built (once) before the timed steps
+        lrn_cpu.get()  # built (once) before the timed steps
     results = {}
     candidates = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
     if args.compile:

@@ -28,8 +28,8 @@ import torch
 from alexnet import models
 from alexnet.data import eval_resize
 from alexnet.data.transforms import eval_spec
-from alexnet.engine.checkpoint import make_checkpoint, save_checkpoint
-from alexnet.engine.export import SUFFIXES, export_checkpoint
+from alexnet.checkpoint import make_checkpoint, save_checkpoint
+from alexnet.interop.export import SUFFIXES, export_checkpoint
 
 PROGRAMS = ("onnx", "torchscript", "torch-export")
 TARGET = 1e-4

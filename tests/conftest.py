@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 # ---- end inference and engine ----
 
 
-# ---- models: shared by test_models.py and test_lrn_kernel.py (added with the forward refactor, issue 13) ----
+# ---- models: shared by test_models.py and test_lrn_cpu.py (added with the forward refactor, issue 13) ----
 def _lrn_reference(x, size, alpha, beta, k, groups=1):
     """The paper's LRN formula evaluated directly, in float64, one channel at a time."""
     x = x.double()

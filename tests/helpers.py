@@ -28,7 +28,7 @@ def train_builtin(root: Path) -> dict:
     Returns ``{"root", "src", "prep", "run", "ckpt" (run/best.ckpt), "meta"}``.
     """
     from alexnet import data
-    from alexnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from alexnet.checkpoint import load_checkpoint, save_checkpoint
     from alexnet.engine.config import load_config
     from alexnet.engine.trainer import fit
 
@@ -48,7 +48,7 @@ def train_builtin(root: Path) -> dict:
 def small_checkpoint(path, classes=4):
     """An untrained alexnet-small checkpoint at ``path`` (class names "class i"); returns the model."""
     from alexnet import models
-    from alexnet.engine.checkpoint import make_checkpoint, save_checkpoint
+    from alexnet.checkpoint import make_checkpoint, save_checkpoint
 
     m = models.create("alexnet-small", num_classes=classes)
     names = [f"class {i}" for i in range(classes)]

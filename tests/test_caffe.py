@@ -20,8 +20,9 @@ from PIL import Image
 
 from alexnet.cli.main import main as cli
 from alexnet.data.transforms import preprocess_image
-from alexnet.engine.caffe import parse_mean, parse_prototxt, read_binaryproto, read_caffemodel
-from alexnet.engine.checkpoint import load_model
+from alexnet.interop.caffe import parse_mean, parse_prototxt, read_binaryproto, read_caffemodel
+from alexnet import models
+from alexnet.checkpoint import load_checkpoint
 from alexnet.errors import UserError
 
 CLASSES = 10
@@ -187,7 +188,8 @@ def test_caffe_import_matches_a_float64_caffe_forward(caffe_files, capsys):
     assert cli(["convert", "caffe", str(d / "deploy.prototxt"), str(d / "bvlc_alexnet.caffemodel"), str(d / "c.ckpt"),
                 "--synsets", str(d / "synset_words.txt"), "--mean", str(d / "mean.binaryproto")]) == 0
     assert "alexnet-caffe, 10 classes, 227 px crop of 256 px" in capsys.readouterr().out
-    model, ckpt = load_model(d / "c.ckpt")
+    ckpt = load_checkpoint(d / "c.ckpt")
+    model = models.from_checkpoint(ckpt).eval()
     assert ckpt["classes"][3] == "n00000003" and ckpt["class_names"][3] == "class 3, the 3th"
     assert ckpt["eval_transform"]["mean"] == "image" and ckpt["eval_transform"]["scale"] == 255.0
     images = [photo(s) for s in range(2)]
@@ -217,10 +219,10 @@ def test_old_layers_syntax_and_4d_blobs_give_the_same_weights(caffe_files, tmp_p
     assert "layers {" in (tmp_path / "v1.prototxt").read_text() and "CONVOLUTION" in (tmp_path / "v1.prototxt").read_text()
     assert cli(["convert", "caffe", str(tmp_path / "v1.prototxt"), str(tmp_path / "v1.caffemodel"),
                 str(tmp_path / "v1.ckpt"), "--mean", "104,117,123"]) == 0
-    _, v1 = load_model(tmp_path / "v1.ckpt")
+    v1 = load_checkpoint(tmp_path / "v1.ckpt")
     if not (d / "c.ckpt").exists():
         assert cli(["convert", "caffe", str(d / "deploy.prototxt"), str(d / "bvlc_alexnet.caffemodel"), str(d / "c.ckpt")]) == 0
-    _, v2 = load_model(d / "c.ckpt")
+    v2 = load_checkpoint(d / "c.ckpt")
     assert v1["state_dict"].keys() == v2["state_dict"].keys()
     for k in v1["state_dict"]:
         assert torch.equal(v1["state_dict"][k], v2["state_dict"][k]), k

@@ -8,15 +8,17 @@ from source_writers import tiny_jpeg
 
 from alexnet.cli.main import main as cli
 from alexnet.data import prepare
-from alexnet.engine.checkpoint import load_model
-from alexnet.engine.convert import imagenet_synsets
+from alexnet import models
+from alexnet.checkpoint import load_checkpoint
+from alexnet.interop.convert import imagenet_synsets
 
 
 def test_convert_torchvision(tmp_path, capsys):
     tv = torchvision.models.alexnet().eval()
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
     assert cli(["convert", "torchvision", str(tmp_path / "tv.pth"), str(tmp_path / "tv.ckpt")]) == 0
-    model, ckpt = load_model(tmp_path / "tv.ckpt")
+    ckpt = load_checkpoint(tmp_path / "tv.ckpt")
+    model = models.from_checkpoint(ckpt).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x), tv(x), rtol=1e-5, atol=1e-5)

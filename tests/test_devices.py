@@ -14,7 +14,7 @@ import torch
 from alexnet.cli.main import build_parser
 from alexnet.cli import device_override
 from alexnet.engine import distributed, trainer as trainer_mod
-from alexnet.engine.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import Trainer, fit
 from alexnet.errors import UserError

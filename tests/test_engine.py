@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alexnet.cli.main import main as cli
-from alexnet.engine.checkpoint import load_checkpoint, save_checkpoint
+from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import fit
 

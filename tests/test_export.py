@@ -15,8 +15,8 @@ import torch
 from alexnet import models
 from alexnet.cli.main import main as cli
 from alexnet.data.transforms import eval_spec, preprocess_image
-from alexnet.engine.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
-from alexnet.engine.export import FORMATS, SUFFIXES, export_checkpoint, load_safetensors, onnx_program, read_metadata
+from alexnet.checkpoint import load_checkpoint, load_safetensors, make_checkpoint, save_checkpoint
+from alexnet.interop.export import FORMATS, SUFFIXES, export_checkpoint, onnx_program, read_metadata
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript's deprecation notice
 
@@ -163,7 +163,7 @@ def test_safetensors_pair_reads_back_as_the_checkpoint(tmp_path):
     assert back["state_dict"].keys() == ckpt["state_dict"].keys()  # the mean image is not a weight
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(build_model(back).eval()(x), model(x))
+        assert torch.equal(models.from_checkpoint(back).eval()(x), model(x))
         for path in (tmp_path / "out" / "model.safetensors", tmp_path / "out"):  # models.create: the file or the folder
             m = models.create("alexnet-small", checkpoint_path=path).eval()
             assert torch.equal(m(x), model(x)) and m.pretrained_cfg["label_names"][3] == "n00000003"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexnet.cli.main import main as cli
-from alexnet.engine.checkpoint import save_checkpoint
+from alexnet.checkpoint import save_checkpoint
 from alexnet.engine.inference import Checkpoint
 from alexnet.features import cache as cache_mod
 from alexnet.features.cache import cached_features

@@ -86,7 +86,7 @@ def test_small_nets_keep_unit_scale_and_old_stats_convert(grey_prepared, tmp_pat
 
 
 def test_converted_and_old_checkpoints_see_their_own_transform(tmp_path):
-    from alexnet.engine.convert import IMAGENET_MEAN, IMAGENET_STD
+    from alexnet.interop.convert import IMAGENET_MEAN, IMAGENET_STD
 
     v = 90
     Image.fromarray(np.full((300, 260, 3), v, np.uint8)).save(tmp_path / "grey.png")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexnet import models
-from alexnet.models import lrn_kernel
+from alexnet.kernels import lrn_cpu
 from alexnet.errors import UserError
 from alexnet.models.lrn import local_response_norm
 
@@ -19,7 +19,7 @@ def use(monkeypatch, choice):
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", choice)
     if choice == "fused":
         try:
-            lrn_kernel.get()
+            lrn_cpu.get()
         except UserError as e:
             pytest.skip(str(e))
 
@@ -100,8 +100,8 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, lrn_reference):
     def broken():
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(lrn_kernel, "_build", broken)
-    monkeypatch.setattr(lrn_kernel, "_state", {})
+    monkeypatch.setattr(lrn_cpu, "_build", broken)
+    monkeypatch.setattr(lrn_cpu, "_state", {})
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "auto")
     x = torch.randn(1, 8, 2, 2) * 10
     with pytest.warns(RuntimeWarning, match="no compiler here"):
@@ -129,15 +129,15 @@ def test_bad_kernel_choice_is_named(monkeypatch):
 def test_build_key_changes_with_the_source(monkeypatch, tmp_path):
     """Another text, or the same text in another checkout (ninja's build line names the source's path),
     builds in another folder."""
-    real = lrn_kernel.SOURCE
+    real = lrn_cpu.SOURCE
     changed, copy = tmp_path / "changed" / "lrn_cpu.cpp", tmp_path / "copy" / "lrn_cpu.cpp"
     for path, text in ((changed, real.read_text() + "\n// changed\n"), (copy, real.read_text())):
         path.parent.mkdir()
         path.write_text(text)
-    names = [lrn_kernel.build_name()]
+    names = [lrn_cpu.build_name()]
     for path in (changed, copy):
-        monkeypatch.setattr(lrn_kernel, "SOURCE", path)
-        names.append(lrn_kernel.build_name())
+        monkeypatch.setattr(lrn_cpu, "SOURCE", path)
+        names.append(lrn_cpu.build_name())
     assert len(set(names)) == 3 and all(n.startswith("alexnet_lrn_cpu_") for n in names)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from alexnet.errors import UserError
-from alexnet.models import lrn, lrn_triton
+from alexnet.kernels import dispatch, lrn_triton
 from alexnet.models.lrn import local_response_norm
 
 needs_triton = pytest.mark.skipif(not lrn_triton.AVAILABLE, reason="triton is not installed")
@@ -59,21 +59,21 @@ def test_custom_op_differentiates_and_compiles_into_one_graph(interpreted):
 
 
 def test_kernel_choice_for_cuda_tensors(monkeypatch):
-    monkeypatch.setattr(lrn, "_triton_state", {})
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "torch")
-    assert not lrn._triton_wanted()
+    assert not dispatch.triton_wanted()
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "auto")
     monkeypatch.setattr(lrn_triton, "AVAILABLE", True)
-    assert lrn._triton_wanted()
+    assert dispatch.triton_wanted()
     monkeypatch.setattr(lrn_triton, "AVAILABLE", False)
     with pytest.warns(RuntimeWarning, match="triton is not installed"):
-        assert not lrn._triton_wanted()
+        assert not dispatch.triton_wanted()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not lrn._triton_wanted()  # warned once
+        assert not dispatch.triton_wanted()  # warned once
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
     with pytest.raises(UserError, match="ALEXNET_LRN_KERNEL=fused, but triton is not installed"):
-        lrn._triton_wanted()
+        dispatch.triton_wanted()
 
 
 def test_a_failing_kernel_falls_back_once_in_auto_mode(monkeypatch, lrn_reference):
@@ -84,7 +84,7 @@ def test_a_failing_kernel_falls_back_once_in_auto_mode(monkeypatch, lrn_referenc
         calls.append(args)
         raise RuntimeError("ptxas: no such target")
 
-    monkeypatch.setattr(lrn, "_triton_state", {})
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     monkeypatch.setattr(lrn_triton, "forward", broken)
     monkeypatch.setattr(lrn_triton, "backward", broken)
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "auto")
@@ -99,7 +99,7 @@ def test_a_failing_kernel_falls_back_once_in_auto_mode(monkeypatch, lrn_referenc
     xr = x.detach().double().requires_grad_()
     (want,) = torch.autograd.grad(lrn_reference(xr, 5, 1e-3, 0.75, 2.0, 2), xr, g.double())
     torch.testing.assert_close(dx.double(), want, rtol=1e-5, atol=1e-6)
-    assert len(calls) == 1 and not lrn._triton_wanted()
+    assert len(calls) == 1 and not dispatch.triton_wanted()
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
     with pytest.raises(RuntimeError, match="ptxas"):
         torch.ops.alexnet.lrn_triton(x, 5, 1e-3, 0.75, 2.0, 2)
@@ -109,12 +109,12 @@ def test_out_of_memory_is_not_a_kernel_failure(monkeypatch):
     def oom(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(lrn, "_triton_state", {})
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     monkeypatch.setattr(lrn_triton, "forward", oom)
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "auto")
     with pytest.raises(torch.OutOfMemoryError):
         torch.ops.alexnet.lrn_triton(torch.randn(1, 4, 2, 2), 5, 1e-3, 0.75, 2.0, 1)
-    assert lrn._triton_state == {}
+    assert dispatch._triton_state == {}
 
 
 # ---------------------------------------------------------------- on a GPU
@@ -126,7 +126,7 @@ def test_out_of_memory_is_not_a_kernel_failure(monkeypatch):
 def test_cuda_kernel_matches_the_formula(monkeypatch, lrn_reference, shape, groups):
     """The compiled kernels, reached through local_response_norm's dispatch, on the paper's LRN shapes."""
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")  # a kernel that fails to compile is an error here
-    monkeypatch.setattr(lrn, "_triton_state", {})
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     calls = []
     real = lrn_triton.forward
     monkeypatch.setattr(lrn_triton, "forward", lambda *a: calls.append(1) or real(*a))
@@ -153,7 +153,7 @@ def test_cuda_kernel_matches_the_formula(monkeypatch, lrn_reference, shape, grou
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_cuda_kernel_compiles_into_the_graph(monkeypatch):
     monkeypatch.setenv("ALEXNET_LRN_KERNEL", "fused")
-    monkeypatch.setattr(lrn, "_triton_state", {})
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     torch._dynamo.reset()
     x = (torch.randn(4, 96, 13, 13, device="cuda") * 30).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()

@@ -429,7 +429,7 @@ def test_pretrained_cfg_defaults():
 
 def _save(path, name="alexnet-small", options=None, mean="rgb", scale=255.0, classes=5):
     from alexnet.data.transforms import eval_spec
-    from alexnet.engine.checkpoint import save_checkpoint
+    from alexnet.checkpoint import save_checkpoint
 
     options = {"num_classes": classes, **(options or {})}
     model = models.create(name, **options)
@@ -477,7 +477,7 @@ def test_create_from_checkpoint_mean_image(tmp_path):
 
 
 def test_create_from_exported_safetensors(tmp_path):
-    from alexnet.engine.export import export_checkpoint
+    from alexnet.interop.export import export_checkpoint
 
     want = _save(tmp_path / "a.ckpt", name="alexnet-owt", options={"width": 0.25})
     export_checkpoint(tmp_path / "a.ckpt", "safetensors", tmp_path / "export" / "model.safetensors")
@@ -495,7 +495,7 @@ def test_create_from_checkpoint_refusals(tmp_path):
     _save(tmp_path / "a.ckpt")
     with pytest.raises(UserError, match="holds model 'alexnet-small', not 'alexnet'"):
         models.create("alexnet", checkpoint_path=tmp_path / "a.ckpt")
-    with pytest.raises(UserError, match="do not fit alexnet-small"):
+    with pytest.raises(UserError, match="do not fit model alexnet-small"):
         models.create("alexnet-small", checkpoint_path=tmp_path / "a.ckpt", width=0.5)
     with pytest.raises(UserError, match="not found|no such|does not exist"):
         models.create("alexnet-small", checkpoint_path=tmp_path / "missing.ckpt")

@@ -9,7 +9,8 @@ from PIL import Image
 
 from alexnet.cli.main import main as cli
 from alexnet.data import preprocess_image
-from alexnet.engine.checkpoint import load_model
+from alexnet import models
+from alexnet.checkpoint import load_checkpoint
 from alexnet.engine.evaluate import confusion_matrix
 from alexnet.engine.inference import checkpoint_stats
 from alexnet.engine.predict import predict
@@ -26,7 +27,8 @@ def test_predict_json(trained, capsys):
     assert cli(["predict", str(trained["ckpt"]), *map(str, images), "--topk", "3", "--json", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in res] == [str(p) for p in images]
-    model, ckpt = load_model(trained["ckpt"])
+    ckpt = load_checkpoint(trained["ckpt"])
+    model = models.from_checkpoint(ckpt).eval()
     names = ckpt["class_names"]
     for r, path in zip(res, images):
         top = r["top"]

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import _lrn_reference  # noqa: E402
 
-from alexnet.models import lrn, lrn_triton  # noqa: E402,F401  (lrn registers the custom ops)
+from alexnet.kernels import dispatch, lrn_triton  # noqa: E402,F401  (dispatch registers the custom ops)
 
 torch.set_num_threads(1)
 CL = torch.channels_last

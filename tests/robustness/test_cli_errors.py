@@ -271,8 +271,6 @@ def test_demo_bad_set_generates_nothing(ws, capsys):
     assert not out.exists()
 
 
-# The four below need changes in files another session is editing (engine/checkpoint.py, engine/trainer.py);
-# strict: once those land they pass, and the marks must go.
 def test_checkpoint_folder_is_called_a_folder(ws, capsys):
     assert main(["eval", str(ws["empty"]), "--data", str(ws["prep"]), "--device", "cpu"]) == 2
     assert "is a folder" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alexnet.cli.main import main
-from alexnet.engine.checkpoint import load_checkpoint, save_checkpoint
+from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 
 from fault_kit import TALLY, TINY

@@ -38,13 +38,14 @@ import torch
 torch.set_num_threads(1)
 
 from alexnet.cli.main import main  # noqa: E402
-from alexnet.engine import checkpoint, trainer  # noqa: E402
-from alexnet.engine.checkpoint import load_checkpoint  # noqa: E402
+from alexnet import checkpoint  # noqa: E402
+from alexnet.engine import trainer  # noqa: E402
+from alexnet.checkpoint import load_checkpoint  # noqa: E402
 from alexnet.engine.metrics import MetricsLog  # noqa: E402
 from alexnet import fileio  # noqa: E402
-from alexnet.models import lrn_kernel  # noqa: E402
+from alexnet.kernels import lrn_cpu  # noqa: E402
 
-lrn_kernel.get()  # load (or build) the kernel once, before forking
+lrn_cpu.get()  # load (or build) the kernel once, before forking
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # its first use imports torch._dynamo (seconds)
 
 

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run_torchvision(args) -> int:
-    from ..engine.convert import convert_torchvision
+    from ..interop.convert import convert_torchvision
     from ..fileio import check_output_file
 
     check_output_file(args.out, "checkpoint", overwrite=args.force)
@@ -45,7 +45,7 @@ def run_torchvision(args) -> int:
 
 
 def run_caffe(args) -> int:
-    from ..engine.caffe import convert_caffe
+    from ..interop.caffe import convert_caffe
     from ..fileio import check_output_file
 
     check_output_file(args.out, "checkpoint", overwrite=args.force)

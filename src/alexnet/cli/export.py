@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..engine.export import FORMATS
+    from ..interop.export import FORMATS
 
     p = sub.add_parser("export", help="write a checkpoint as safetensors, ONNX, TorchScript or a torch.export program",
                        description="Write a checkpoint for deployment. Each file carries the model name and "
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    from ..engine.export import export_checkpoint, written_files
+    from ..interop.export import export_checkpoint, written_files
     from ..fileio import check_output_file
 
     files = written_files(args.format, args.out)

@@ -1,7 +1,8 @@
-"""Training, evaluation and inference: config, loops, checkpoints, distributed plumbing.
+"""Training, evaluation and inference: config, loops, distributed plumbing.
 
-``checkpoint`` is the file (its layout, written and read); ``inference`` the
-checkpoint loaded to run (:class:`~alexnet.engine.inference.Checkpoint`),
-which ``evaluate``, ``predict``, ``export`` and :mod:`alexnet.features` use;
-``trainer`` wires a config and a prepared folder to ``loop`` and ``optim``.
+``inference`` is a checkpoint loaded to run
+(:class:`~alexnet.engine.inference.Checkpoint`, read through
+:mod:`alexnet.checkpoint`), which ``evaluate``, ``predict``,
+:mod:`alexnet.interop` and :mod:`alexnet.features` use; ``trainer`` wires a
+config and a prepared folder to ``loop`` and ``optim``.
 """

@@ -15,7 +15,7 @@ Test-time views: :data:`TTA_VIEWS` names them (the centre patch; the paper's
 ten, the four corners and the centre and their reflections), and
 :func:`average_views` is the one place their outputs are averaged.
 
-This module reads the file through :mod:`alexnet.engine.checkpoint` and the
+This module reads the file through :mod:`alexnet.checkpoint` and the
 data through :mod:`alexnet.data`; evaluation, prediction, export and
 :mod:`alexnet.features` build on it, and it imports none of them.
 """
@@ -31,10 +31,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .. import models
+from ..checkpoint import load_checkpoint
 from ..data import eval_resize, is_small, make_loader, preprocess_image, read_meta
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import build_model, load_checkpoint
 from .distributed import resolve_device
 
 TTA_VIEWS = {"center": 1, "10crop": 10}  # test-time views per image: the centre patch, or the paper's ten patches
@@ -144,7 +145,7 @@ class Checkpoint:
             return checkpoint
         ckpt = load_checkpoint(checkpoint)  # a bad file is refused before a device is chosen
         dev = resolve_device(device)
-        return cls(checkpoint, build_model(ckpt).to(dev).eval(), ckpt, dev)
+        return cls(checkpoint, models.from_checkpoint(ckpt, checkpoint).to(dev).eval(), ckpt, dev)
 
     @property
     def name(self) -> str:

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import models
+from .. import kernels, models
+from ..checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from ..data import is_small, load_stats, make_loader, read_meta
 from ..data.loader import decode_location
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
 from ..fileio import atomic_write
-from ..models import lrn_kernel
 from . import config as config_mod
 from .allocator import keep_freed_memory
-from .checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from .distributed import DistInfo, barrier, init_distributed
 from .inference import TTA_VIEWS
 from .loop import TrainState, evaluate, precision_warning, resolve_precision, train_one_epoch
@@ -187,7 +186,7 @@ class Trainer:
             if cfg.run.cpu_malloc:
                 keep_freed_memory()
             if model.cfg.lrn is not None:
-                lrn_kernel.get()  # build (once) or load it now, not under the first progress bar
+                kernels.warm_up()  # build (once) or load it now, not under the first progress bar
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)

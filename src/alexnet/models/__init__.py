@@ -1,8 +1,9 @@
-"""The AlexNet family. ``create(name, num_classes=..., checkpoint_path=..., **options)``; ``names()``."""
+"""The AlexNet family. ``create(name, num_classes=..., checkpoint_path=..., **options)``; ``from_checkpoint(ckpt)``; ``names()``."""
 
 from .alexnet import AlexNet, AlexNetConfig, ConvSpec, LRNSpec, config_with
 from .lrn import LocalResponseNorm, local_response_norm
-from .registry import UnknownModelError, create, names, register
+from .pretrained import checkpoint_pretrained_cfg
+from .registry import UnknownModelError, create, from_checkpoint, names, register
 from .variants import CONFIGS
 
 __all__ = [
@@ -13,8 +14,10 @@ __all__ = [
     "LRNSpec",
     "LocalResponseNorm",
     "UnknownModelError",
+    "checkpoint_pretrained_cfg",
     "config_with",
     "create",
+    "from_checkpoint",
     "local_response_norm",
     "names",
     "register",

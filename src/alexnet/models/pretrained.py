@@ -20,16 +20,15 @@ torchvision's normalisation.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..errors import UserError, state_dict_mismatch
+from ..checkpoint import build_model, load_checkpoint, weights_file
+from ..errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # what `alexnet train --out RUN` writes
 
 
 def _resize_for(crop: int) -> int:
@@ -103,44 +102,20 @@ def checkpoint_pretrained_cfg(model, ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def weights_file(path: str | os.PathLike) -> Path:
-    """The checkpoint a path names: a file, or in a folder a run's best.ckpt / last.ckpt or its one .safetensors."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    for name in RUN_CHECKPOINTS:
-        if (path / name).is_file():
-            return path / name
-    found = sorted(path.glob("*.safetensors"))
-    if len(found) == 1:
-        return found[0]
-    what = f"{len(found)} .safetensors files" if found else "no best.ckpt, last.ckpt or .safetensors file"
-    raise UserError(f"checkpoint folder {path} holds {what}: name the file")
-
-
 def load(name: str, path: str | os.PathLike, options: dict[str, Any], build: Callable[..., torch.nn.Module]):
-    """Model ``name`` built as checkpoint ``path`` says (``options`` override), with its weights.
+    """Model ``name`` built by ``build(**options)`` as checkpoint ``path`` says (``options`` override), with its weights.
 
     ``num_classes`` different from the checkpoint's loads every layer but
     fc8 and gives a new fc8 of that size (``reset_classifier``), as timm does.
     """
-    from ..engine.checkpoint import load_checkpoint  # engine sits above models: imported only when asked
-
     path = weights_file(path)
     ckpt = load_checkpoint(path)
     saved = ckpt["model"]
-    if saved["name"] != name:
-        raise UserError(f"{path} holds model {saved['name']!r}, not {name!r}")
+    if saved.get("name") != name:
+        raise UserError(f"{path} holds model {saved.get('name')!r}, not {name!r}")
     options = dict(options)
     num_classes = options.pop("num_classes", None)
-    try:
-        model = build(**{**(saved.get("options") or {}), **options})
-    except ValueError as e:
-        raise UserError(f"{path}: cannot build its model: {e}") from None
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise UserError(f"{path}: its weights do not fit {name} with options {options}: {state_dict_mismatch(e)}") from None
+    model = build_model(ckpt, lambda _name, **o: build(**o), path, **options)
     model.pretrained_cfg = checkpoint_pretrained_cfg(model, ckpt)
     if num_classes is not None and int(num_classes) != model.num_classes:
         model.reset_classifier(int(num_classes))

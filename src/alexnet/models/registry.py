@@ -1,9 +1,9 @@
-"""Model registry: ``create(name, checkpoint_path=None, **options)`` and ``names()``."""
+"""Model registry: ``create(name, checkpoint_path=None, **options)``, ``from_checkpoint(ckpt)`` and ``names()``."""
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -51,3 +51,11 @@ def create(name: str, checkpoint_path: str | os.PathLike | None = None, **option
 
         return load(name, checkpoint_path, options, builder)
     return builder(**options)
+
+
+def from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None, **overrides) -> nn.Module:
+    """The model a loaded checkpoint dict describes (:func:`alexnet.checkpoint.load_checkpoint`), weights loaded;
+    ``overrides`` replace stored options. Problems are one-line :class:`alexnet.errors.UserError` naming ``path``."""
+    from ..checkpoint import build_model
+
+    return build_model(ckpt, create, path, **overrides)

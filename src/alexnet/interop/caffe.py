@@ -68,9 +68,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import models
+from ..checkpoint import make_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import build_model, make_checkpoint, save_checkpoint
 
 MODEL_NAME = "alexnet-caffe"
 INPUT_SIZE = 227
@@ -589,7 +590,6 @@ def convert_caffe(prototxt: str | os.PathLike, weights: str | os.PathLike, out: 
 
     ``mean``: a ``.binaryproto`` path or ``"B,G,R"`` values (see the module docstring).
     """
-    from .. import models
     from ..data.transforms import eval_spec
 
     prototxt, weights = Path(prototxt), Path(weights)
@@ -619,7 +619,7 @@ def convert_caffe(prototxt: str | os.PathLike, weights: str | os.PathLike, out: 
                          "57.1% / 80.2% top-1/top-5 for bvlc_alexnet (centre crop)"},
         source=f"caffe:{weights.name}",
     )
-    build_model(ckpt)  # refuse weights that do not fit before writing anything
+    models.from_checkpoint(ckpt)  # refuse weights that do not fit before writing anything
     save_checkpoint(out, ckpt)
     return ckpt
 

@@ -29,7 +29,7 @@ folder) holds the same keys as JSON values, plus ``weights`` (the file name),
 interpolation, crop_pct, mean/std in [0, 1] units; see models/pretrained.py).
 The weights are written first and config.json last, each atomically, so a
 config.json whose sha256 matches describes a complete pair. The pair reads
-back as a checkpoint (:func:`load_safetensors`; ``load_checkpoint`` does so for
+back as a checkpoint (:func:`alexnet.checkpoint.load_safetensors`; ``load_checkpoint`` does so for
 any ``.safetensors`` path, ``models.create(name, checkpoint_path=FILE or
 FOLDER)`` too), so every command that takes a checkpoint takes it; a weights
 file re-saved without the metadata is read through the config.json that
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 import os
 import warnings
@@ -58,30 +57,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import models
+from ..checkpoint import CONFIG_FILE, FORMAT_TAG, MEAN_IMAGE_KEY, META_KEYS, SCHEMA, load_checkpoint, write_safetensors
+from ..engine.inference import eval_transform
 from ..errors import UserError
-from ..fileio import atomic_write, require_file
+from ..fileio import atomic_write
 from ..strict_json import dumps
-from .checkpoint import SCHEMA, build_model, load_checkpoint
-from .inference import eval_transform
 
 FORMATS = ("safetensors", "onnx", "torchscript", "torch-export")
 SUFFIXES = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}  # the usual names
-FORMAT_TAG = "alexnet-export/1"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-META_KEYS = ("format", "schema", "model", "classes", "class_names", "eval_transform", "data_stats", "input")
-CONFIG_FILE = "config.json"  # beside a .safetensors export
-MEAN_IMAGE_KEY = "mean_image"  # the mean image's tensor in a .safetensors export (no module's key: those hold a dot)
 
 
 # ---------------------------------------------------------------- metadata
 def _array_to_json(t) -> dict:
     a = np.ascontiguousarray(np.asarray(t, dtype=np.float32))
     return {"shape": list(a.shape), "dtype": "float32", "base64": base64.b64encode(a.astype("<f4").tobytes()).decode()}
-
-
-def _array_from_json(d: dict) -> torch.Tensor:
-    a = np.frombuffer(base64.b64decode(d["base64"]), dtype="<f4").reshape(d["shape"])
-    return torch.from_numpy(a.copy())
 
 
 def _mean_image(ckpt: dict[str, Any]) -> torch.Tensor | None:
@@ -118,70 +109,6 @@ def metadata(ckpt: dict[str, Any], model: torch.nn.Module, mean_image_tensor: st
     return {k: v if isinstance(v, str) else dumps(v) for k, v in values.items()}
 
 
-def checkpoint_from_metadata(meta: dict[str, str], state_dict: dict[str, torch.Tensor], path) -> dict[str, Any]:
-    """The checkpoint dict (model, weights, classes, transform, statistics) that :func:`metadata` describes.
-
-    A mean image stored as a tensor of the file is taken out of ``state_dict``.
-    """
-    if meta.get("format") != FORMAT_TAG:
-        raise UserError(f"{path} carries no alexnet metadata (not written by `alexnet export`, and no {CONFIG_FILE} "
-                        f"beside it names it); for torchvision weights use `alexnet convert torchvision`")
-    state_dict = dict(state_dict)
-    try:
-        values = {k: json.loads(v) for k, v in meta.items() if k in META_KEYS and k != "format"}
-        stats = values.get("data_stats") or {}
-        data_stats = {}
-        if "mean_rgb" in stats:
-            data_stats["mean_rgb"] = torch.tensor(stats["mean_rgb"], dtype=torch.float32)
-        if "mean_image" in stats:
-            ref = stats["mean_image"]
-            if "tensor" in ref:
-                if ref["tensor"] not in state_dict:
-                    raise KeyError(f"mean image tensor {ref['tensor']!r} missing from the weights")
-                data_stats["mean_image"] = state_dict.pop(ref["tensor"]).float()
-            else:
-                data_stats["mean_image"] = _array_from_json(ref)
-        ckpt = {"schema": int(values["schema"]), "model": values["model"], "state_dict": state_dict,
-                "classes": values["classes"], "class_names": values["class_names"],
-                "eval_transform": values["eval_transform"], "data_stats": data_stats}
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: damaged alexnet metadata ({type(e).__name__}: {e})") from None
-    if ckpt["schema"] > SCHEMA:
-        raise UserError(f"{path} has checkpoint schema {ckpt['schema']}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
-    return ckpt
-
-
-def _config_beside(path: Path) -> dict[str, str] | None:
-    """The metadata strings of the config.json beside ``path`` that names it as its weights, if there is one."""
-    config = path.parent / CONFIG_FILE
-    if not config.is_file():
-        return None
-    try:
-        values = json.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{config}: not a readable JSON file ({type(e).__name__})") from None
-    if not isinstance(values, dict) or values.get("weights") != path.name or values.get("format") != FORMAT_TAG:
-        return None
-    return {k: v if k == "format" else dumps(v) for k, v in values.items() if k in META_KEYS}
-
-
-def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint dict from a ``.safetensors`` file written by :func:`export_checkpoint`: its own
-    metadata, or (the weights re-saved without it) that of the config.json beside it naming it."""
-    from safetensors import safe_open
-
-    path = require_file(path, "checkpoint")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state_dict = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # truncated, not safetensors
-        raise UserError(f"cannot read {path}: not a safetensors file, or truncated ({type(e).__name__})") from None
-    if meta.get("format") != FORMAT_TAG:
-        meta = _config_beside(path) or meta
-    return checkpoint_from_metadata(meta, state_dict, path)
-
-
 # ------------------------------------------------------------------ export
 def _example(model: torch.nn.Module, spec: dict) -> torch.Tensor:
     # Batch 2, not 1: torch.export would otherwise take the batch size for a constant.
@@ -199,26 +126,19 @@ def written_files(fmt: str, out: str | os.PathLike) -> list[Path]:
 
 
 def _safetensors(model, ckpt, meta, example, out: Path) -> None:
-    from safetensors.torch import save
-
-    from ..models.pretrained import checkpoint_pretrained_cfg
-
     tensors = {k: v.detach().contiguous() for k, v in ckpt["state_dict"].items()}
     mean_image = _mean_image(ckpt)
     if mean_image is not None:
         tensors[MEAN_IMAGE_KEY] = mean_image
         meta = metadata(ckpt, model, mean_image_tensor=MEAN_IMAGE_KEY)
-    data = save(tensors, metadata=meta)
     config = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
-    pretrained_cfg = checkpoint_pretrained_cfg(model, ckpt)
+    pretrained_cfg = models.checkpoint_pretrained_cfg(model, ckpt)
     if pretrained_cfg["mean_image"] is not None:
         units = "pixels 0..255" if config["schema"] >= 2 else "[0, 1]: times 255 for pixels"  # schema 1
         pretrained_cfg["mean_image"] = {**config["data_stats"]["mean_image"], "units": units}
     for key in ("label_names", "label_descriptions"):  # the file's classes and class_names
         pretrained_cfg.pop(key)
-    config.update(weights=out.name, weights_sha256=hashlib.sha256(data).hexdigest(), pretrained_cfg=pretrained_cfg)
-    atomic_write(out, data)  # the weights first, config.json last: a config.json whose sha256 matches ends a whole pair
-    atomic_write(out.parent / CONFIG_FILE, (dumps(config, indent=1) + "\n").encode())
+    write_safetensors(out, tensors, meta, {**config, "pretrained_cfg": pretrained_cfg})
 
 
 # The LRN layers of an ONNX export: a custom op that the exporter translates to ONNX's LRN operator.
@@ -315,7 +235,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
         raise UserError(f"--out {out}: name a safetensors export *.safetensors (e.g. model.safetensors), "
                         f"so that alexnet's readers know it; config.json is written beside it")
     ckpt = load_checkpoint(checkpoint)
-    model = build_model(ckpt).eval()
+    model = models.from_checkpoint(ckpt).eval()
     meta = metadata(ckpt, model)
     spec = json.loads(meta["eval_transform"])
     with torch.no_grad():

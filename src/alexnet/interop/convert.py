@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from .. import models
 from ..data.transforms import eval_spec
+from ..checkpoint import make_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..fileio import require_file
-from .checkpoint import build_model, make_checkpoint, save_checkpoint
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -84,6 +85,6 @@ def convert_torchvision(weights: str | Path, out: str | Path) -> dict:
         metrics={"note": "converted from torchvision; torchvision reports 56.522% / 79.066% top-1/top-5 (centre crop)"},
         source=f"torchvision:{Path(weights).name}",
     )
-    build_model(ckpt)  # refuse weights that do not fit before writing anything
+    models.from_checkpoint(ckpt)  # refuse weights that do not fit before writing anything
     save_checkpoint(out, ckpt)
     return ckpt

@@ -23,7 +23,7 @@ Nothing here imports triton until a kernel is launched. The kernels are
 jitted on first use, once per mode of Triton's interpreter: with
 ``TRITON_INTERPRET=1`` they run on CPU tensors (the tests check them that way
 against the float64 formula; on a CUDA machine they also run compiled).
-``lrn.py`` registers them as the custom ops ``alexnet::lrn_triton`` and
+``dispatch.py`` registers them as the custom ops ``alexnet::lrn_triton`` and
 ``alexnet::lrn_triton_backward``.
 """
 

@@ -12,7 +12,7 @@ CPU tensor (about 35 s, once; a line on stderr says so) and cached under
 folder named after the source (its text and its path), the flags, the torch
 version and the CPU's instruction set, so a shared home directory never hands
 one machine another's build, and two checkouts do not rebuild in turn. Where it cannot be built (no compiler), LRN falls back to the PyTorch
-implementation in ``lrn.py`` with one warning; results agree to float rounding.
+band form in ``band.py`` with one warning; results agree to float rounding.
 
 ``ALEXNET_LRN_KERNEL`` picks: ``auto`` (default: fused when it builds),
 ``torch`` (never build), ``fused`` (fail loudly if it cannot be built). The
