@@ -1,11 +1,12 @@
 # make test: create .venv when missing, install the package with its test extra, run pytest.
+# make test-fast: same venv, the inner loop: the suite without the tests marked slow.
 # make demo: same venv, run the end-to-end demo on the built-in dataset.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench install clean
+.PHONY: test test-fast demo bench install clean
 
 install: $(STAMP)
 
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/alexnet demo

@@ -36,7 +36,7 @@ def train_builtin(root: Path) -> dict:
     data.generate_synth(src, classes=CLASSES, train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
                         size=32, seed=0, progress=False)
     data.prepare(src, prep, size=32, workers=1, progress=False)
-    # biases 0: with alexnet-small's 1 its fc7 units die in the first steps (scripts/bias_stall.py)
+    # biases 0: with alexnet-small's 1 its fc7 units die in the first steps (experiments/bias_stall.py)
     fit(load_config(None, TINY + ["run.epochs=1", "model.bias=0.0"]), prep, run, progress=False)
     for name in ("last.ckpt", "best.ckpt"):
         ckpt = load_checkpoint(run / name)

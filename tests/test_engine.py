@@ -48,7 +48,7 @@ def test_short_run_learns(prepared, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known issue: with the paper's biases of 1 the first steps of alexnet-small "
-                   "kill its fc7 ReLUs and it sits at chance (scripts/bias_stall.py)")
+                   "kill its fc7 ReLUs and it sits at chance (experiments/bias_stall.py)")
 def test_paper_biases_learn_too(prepared, tmp_path):
     cfg = load_config(None, TINY + ["run.epochs=6", "data.lighting=0.0", "run.log_every=100"])
     fit(cfg, prepared, tmp_path / "run", progress=False)

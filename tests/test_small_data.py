@@ -3,11 +3,11 @@
 A short run on the built-in data at 256 px (the real network: 224 px crops,
 two towers, per-tower LRN, kaiming init, biases 0, the recipe's SGD): the
 training loss must fall clearly below ln(classes), where the paper's recipe
-sits on few classes (README, "The paper's recipe on few classes"). To fit in
+sits on few classes (docs/recipes.md, "The paper's recipe on few classes"). To fit in
 about a minute the run fits 16 images of 2 classes with dropout and lighting
 off: with them, such a tiny set's loss only wanders around ln(2) in that time
 (the full run leaves chance after about 4 epochs of 5,000 images). The
-accuracy figure (>= 90% val top-1 on 10 classes) is benchmarks/small_data.py's.
+accuracy figure (>= 90% val top-1 on 10 classes) is experiments/small_data.py's.
 """
 
 import json

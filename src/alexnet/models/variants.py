@@ -48,7 +48,7 @@ width N(0, 0.01) leaves the signal too small to train in a CPU budget. Pass
 
 Known issue: with the paper's biases of 1 this net stalls at chance on the
 built-in dataset (``configs/demo.yaml`` passes ``bias=0.0``; on Fashion-MNIST
-it trains with them). ``scripts/bias_stall.py`` shows why: at initialisation
+it trains with them). ``experiments/bias_stall.py`` shows why: at initialisation
 the constant that the biases add dominates the activations (fc7 varies across
 images by 0.07 of its mean, 0.48 with biases 0) and the logits (spread 0.85
 across classes, 0.05 across images). The first SGD steps fit that constant

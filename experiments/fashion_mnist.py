@@ -14,8 +14,8 @@ per-epoch test pass is not counted). Printed: per seed, test accuracy at the
 budget (the last epoch that ended within it) and the minutes to reach 93.5%
 (VGG16's entry in the Fashion-MNIST benchmark); then mean +- std over seeds.
 
-    python benchmarks/fashion_mnist.py --data fm/ --out /tmp/fm-bench     # 3 seeds each: about an hour
-    python benchmarks/fashion_mnist.py --data fm/ --seeds 1 --skip-baseline
+    python experiments/fashion_mnist.py --data fm/ --out /tmp/fm-bench     # 3 seeds each: about an hour
+    python experiments/fashion_mnist.py --data fm/ --seeds 1 --skip-baseline
 
 A run that was stopped resumes from its last checkpoint when started again
 with the same ``--out`` (ours; the baseline restarts its seed).

@@ -7,8 +7,8 @@ activations vary across images relative to their mean ("rel-var"); and for the
 logits, their spread across images against their spread across classes.
 
     alexnet data synth synth/ && alexnet prepare synth/ prepared/
-    python scripts/bias_stall.py prepared/ --bias 1.0     # the paper's biases
-    python scripts/bias_stall.py prepared/ --bias 0.0     # the demo recipe's
+    python experiments/bias_stall.py prepared/ --bias 1.0     # the paper's biases
+    python experiments/bias_stall.py prepared/ --bias 0.0     # the demo recipe's
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ then the best checkpoint's centre-crop and 10-patch accuracy. ``--set``
 overrides go to the recipe (``--set model.init=paper --set model.bias=1.0
 --set data.scale=255`` reruns the paper's choices on the same data).
 
-    python benchmarks/small_data.py --out /tmp/small-data          # about 20 min on a 2-core CPU
+    python experiments/small_data.py --out /tmp/small-data          # about 20 min on a 2-core CPU
 
 A run that was stopped resumes from its last checkpoint when started again
 with the same ``--out``; the table is read from the run's metrics.jsonl.

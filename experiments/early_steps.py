@@ -11,7 +11,7 @@ each combination of
 * input scale: 255 (the paper's raw pixels minus the mean) and 1 ([0, 1]).
 
 The images are uniform random pixels minus their mean (127.5) with random
-labels, as the issue that asked for this table measured it, or, with
+labels, as the first table of docs/recipes.md measures it, or, with
 ``--data PREPARED``, the training batches of a prepared folder (its own
 classes, the loader's augmentation, each run from the same seed), each
 recipe at its own ``data.scale`` unless ``--scales`` is given. A recipe may
@@ -21,10 +21,10 @@ first steps: lr times the squared length of fc7's output at initialisation
 (mean over the first images) over the number of classes; above about 2 the
 head overshoots. A loss far above ln(classes) (2.30 for 10, 6.91 for 1000)
 is the blow-up that leaves the ReLUs dead; one that stays at ln(classes) has
-learnt nothing; see README, "The paper's recipe on few classes".
+learnt nothing; see docs/recipes.md, "The paper's recipe on few classes".
 
-    python benchmarks/early_steps.py                  # 12 steps, every row (about 5 min on 2 cores)
-    python benchmarks/early_steps.py --data PREPARED --steps 150 --batch 64 --every 10 \
+    python experiments/early_steps.py                  # 12 steps, every row (about 5 min on 2 cores)
+    python experiments/early_steps.py --data PREPARED --steps 150 --batch 64 --every 10 \
         --recipes paper paper:model.bias=0.0 small-data
 """
 
@@ -91,7 +91,7 @@ def run(recipe: str, classes: int, args, scale: float | None = None) -> tuple[li
     warmup = cfg.schedule.warmup_steps
     losses, head = [], None
     for step, (x, y) in enumerate(data):
-        if head is None:  # the head's step at initialisation: lr * |fc7|^2 / classes (see the README)
+        if head is None:  # the head's step at initialisation: lr * |fc7|^2 / classes (see docs/recipes.md)
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 h = model.eval().extract(x[:16].contiguous(memory_format=torch.channels_last), ("fc7",))["fc7"]
             model.train()

@@ -7,7 +7,7 @@ principal component of the training colours: its standard deviation
 mean length of the whole RGB offset.
 
     alexnet data synth synth256/ --size 256 && alexnet prepare synth256/ prep256/
-    python scripts/lighting_magnitude.py prep256/
+    python experiments/lighting_magnitude.py prep256/
 """
 
 from __future__ import annotations
