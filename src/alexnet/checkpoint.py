@@ -65,6 +65,7 @@ FORMAT_TAG = "alexnet-export/1"
 META_KEYS = ("format", "schema", "model", "classes", "class_names", "eval_transform", "data_stats", "input")
 CONFIG_FILE = "config.json"  # beside a .safetensors export
 MEAN_IMAGE_KEY = "mean_image"  # the mean image's tensor in a .safetensors export (no module's key: those hold a dot)
+MAX_CONFIG_BYTES = 64 << 20  # a config.json beside a .safetensors export
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -107,7 +108,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint safely (or an exported ``.safetensors``); every problem is a one-line :class:`UserError`."""
     path = require_file(path, "checkpoint")
     if path.suffix == ".safetensors":  # written by `alexnet export --format safetensors`
-        return load_safetensors(path)
+        ckpt = load_safetensors(path)
+        check_entries(ckpt, path)
+        return ckpt
     try:
         with warnings.catch_warnings():  # torch warns about a raw pickle's protocol before refusing it: one line is ours
             warnings.simplefilter("ignore")
@@ -121,9 +124,109 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or truncated ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path} is not an alexnet checkpoint (no model/state_dict entries)")
-    if ckpt.get("schema", 0) > SCHEMA:
-        raise UserError(f"{path} has checkpoint schema {ckpt['schema']}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
+    check_entries(ckpt, path)
     return ckpt
+
+
+# ------------------------------------------------------- what a file may say
+MAX_CLASSES = 100_000  # class ids and names a checkpoint may list
+MAX_NAME = 1_000  # characters of one class id or name
+MAX_SIDE = 4_096  # pixels: the largest eval resize, and the largest mean image side
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters without building a longer one: an error never prints an
+    unbounded value (a nested or aliased structure from a file can be astronomically long)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 2, limit, limit, 4, 4
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fail(path, what: str) -> None:
+    raise UserError(f"{path}: {what}")
+
+
+def _check_strings(ckpt: dict, key: str, path) -> None:
+    values = ckpt.get(key)
+    if values is None:
+        return
+    if not isinstance(values, (list, tuple)) or len(values) > MAX_CLASSES:
+        _fail(path, f"{key} must be a list of at most {MAX_CLASSES} strings, not {short(values)}")
+    for v in values:
+        if not isinstance(v, (str, int)) or isinstance(v, bool) or len(str(v)) > MAX_NAME:
+            _fail(path, f"{key} must hold strings of at most {MAX_NAME} characters, not {short(v)}")
+
+
+def _check_transform(spec: Any, path) -> None:
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        _fail(path, f"eval_transform must be a dict, not {short(spec)}")
+    for key in ("crop", "resize"):
+        v = spec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIDE):
+            _fail(path, f"eval_transform {key} must be a whole number of pixels in [1, {MAX_SIDE}], not {short(v)}")
+    crop, resize = spec.get("crop"), spec.get("resize")
+    if crop and resize and not crop <= resize <= 2 * crop:
+        _fail(path, f"eval_transform resize {resize} must be from its crop {crop} to twice that")
+    if spec.get("mean", "image") not in ("image", "rgb"):
+        _fail(path, f"eval_transform mean must be 'image' or 'rgb', not {short(spec.get('mean'))}")
+    scale = spec.get("scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1e6:
+        _fail(path, f"eval_transform scale must be a positive number, not {short(scale)}")
+    norm = spec.get("normalize")
+    if norm is not None:
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), (list, tuple)) and 1 <= len(norm[k]) <= 64
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in norm[k]) for k in ("mean", "std"))
+        if not ok or any(x <= 0 for x in norm["std"]):
+            _fail(path, f"eval_transform normalize must be {{mean: [numbers], std: [positive numbers]}}, not {short(norm)}")
+
+
+def _check_stats(stats: Any, path) -> None:
+    if stats is None:
+        return
+    if not isinstance(stats, dict):
+        _fail(path, f"data_stats must be a dict, not {short(stats)}")
+    image, rgb = stats.get("mean_image"), stats.get("mean_rgb")
+    if image is not None:
+        shape = tuple(getattr(image, "shape", ()))
+        if len(shape) != 3 or not all(1 <= d <= MAX_SIDE for d in shape[:2]) or shape[2] not in range(1, 65):
+            _fail(path, f"data_stats mean_image must be H x W x C (sides up to {MAX_SIDE}), not of shape {short(shape)}")
+    if rgb is not None and (len(tuple(getattr(rgb, "shape", ()))) != 1 or not 1 <= rgb.shape[0] <= 64):
+        _fail(path, f"data_stats mean_rgb must be one value per channel, not of shape {short(tuple(getattr(rgb, 'shape', ())))}")
+
+
+def check_entries(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> None:
+    """Refuse, in one line naming ``path``, a checkpoint whose entries have the wrong types or sizes, before
+    anything is built from them: the model entry, the class ids and names, the eval transform, the data
+    statistics, the schema. Sizes that depend on the model (the class count) are checked by :func:`build_model`."""
+    schema = ckpt.get("schema", 0)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        _fail(path, f"schema must be a whole number, not {short(schema)}")
+    if schema > SCHEMA:
+        _fail(path, f"checkpoint schema {schema}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
+    spec = ckpt["model"]
+    options = spec.get("options", {}) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(options, dict):
+        _fail(path, f"its model entry must be {{name: str, options: {{...}}}}, not {short(spec)}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not isinstance(value, _SCALARS):
+            _fail(path, f"model option {short(key)} must be a number, string or bool, not {short(value)}")
+    if not isinstance(ckpt["state_dict"], dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()):
+        _fail(path, "its state_dict must map names to tensors")
+    _check_strings(ckpt, "classes", path)
+    _check_strings(ckpt, "class_names", path)
+    classes, names = ckpt.get("classes") or [], ckpt.get("class_names") or []
+    if classes and names and len(classes) != len(names):
+        _fail(path, f"{len(classes)} classes but {len(names)} class names")
+    _check_transform(ckpt.get("eval_transform"), path)
+    _check_stats(ckpt.get("data_stats"), path)
 
 
 def weights_file(path: str | os.PathLike) -> Path:
@@ -141,38 +244,71 @@ def weights_file(path: str | os.PathLike) -> Path:
     raise UserError(f"checkpoint folder {path} holds {what}: name the file")
 
 
+def _fit_error(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state_dict`` from loading into ``model`` (shapes and names only), or None."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in want]
+    sizes = [f"size mismatch for {k}: the checkpoint has {list(state_dict[k].shape)}, the model {list(want[k].shape)}"
+             for k in want if k in state_dict and tuple(state_dict[k].shape) != tuple(want[k].shape)]
+    problems = sizes + ([f"missing keys {short(missing)}"] if missing else []) + (
+        [f"unexpected keys {short(unexpected)}"] if unexpected else [])
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
 def build_model(ckpt: dict[str, Any], create: Callable[..., torch.nn.Module], path: str | os.PathLike | None = None,
                 **overrides: Any) -> torch.nn.Module:
     """The checkpoint's model, built by ``create(name, **options)`` (``overrides`` replace stored options),
-    with its weights loaded strictly. Every problem is a one-line :class:`UserError` (naming ``path``)."""
+    with its weights loaded strictly. Every problem is a one-line :class:`UserError` (naming ``path``).
+
+    The network is first built on the meta device (shapes, no memory) and compared with the weights, so a
+    checkpoint whose options describe a network larger than its own tensors is refused before anything
+    is allocated."""
     where = f"checkpoint {path}" if path is not None else "checkpoint"
-    spec = ckpt["model"]
-    name = spec.get("name") if isinstance(spec, dict) else None
-    options = spec.get("options", {}) if isinstance(spec, dict) else None
-    if not isinstance(name, str) or not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise UserError(f"{where} names a model this alexnet cannot build: its model entry is not "
-                        "{name: str, options: {str: value}}")
+    check_entries(ckpt, path if path is not None else "checkpoint")
+    name, options = ckpt["model"]["name"], {**ckpt["model"].get("options", {}), **overrides}
     try:
-        model = create(name, **{**options, **overrides})
-    except (ValueError, TypeError) as e:
+        with torch.device("meta"):
+            probe = create(name, **options)
+    except (ValueError, TypeError, OverflowError) as e:
         raise UserError(f"{where} names a model this alexnet cannot build: {str(e)[:300]}") from None
+    opts = f" with options {short(overrides, 200)}" if overrides else ""
+    problem = _fit_error(probe, ckpt["state_dict"])
+    if problem:
+        raise UserError(f"{where}: its weights do not fit model {name}{opts}: {problem}")
+    n = getattr(probe, "num_classes", None)
+    classes = ckpt.get("classes") or []
+    if n is not None and classes and len(classes) != n and "num_classes" not in overrides:
+        raise UserError(f"{where} lists {len(classes)} classes for a model with {n} outputs")
+    model = create(name, **options)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        opts = f" with options {overrides}" if overrides else ""
         raise UserError(f"{where}: its weights do not fit model {name}{opts}: {state_dict_mismatch(e)}") from None
     return model
 
 
-def check_compatible(ckpt: dict[str, Any], model_name: str, num_classes: int, path: str | os.PathLike = "checkpoint") -> None:
-    """Refuse a checkpoint whose model or class count differs from the run's."""
+def check_compatible(ckpt: dict[str, Any], model_name: str, num_classes: int, path: str | os.PathLike = "checkpoint",
+                     classes: Sequence[str] | None = None) -> None:
+    """Refuse a checkpoint whose model, class count or class ids differ from the run's (``classes``: the
+    data's ids, index = label); the error names the first class that differs."""
     name = ckpt["model"]["name"]
     if name != model_name:
         raise UserError(f"{path} holds model {name!r}, but this run trains {model_name!r}")
     n = ckpt["model"].get("options", {}).get("num_classes")
     if n is not None and n != num_classes:
         raise UserError(f"{path} has {n} classes, but the data has {num_classes}")
-
+    theirs = [str(c) for c in ckpt.get("classes") or []]
+    if classes is not None and theirs:
+        ours = [str(c) for c in classes]
+        if ours != theirs:
+            i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            a = short(theirs[i]) if i < len(theirs) else "nothing"
+            b = short(ours[i]) if i < len(ours) else "nothing"
+            raise UserError(f"{path} was trained on other classes: output {i} is {a} there and {b} in the data; "
+                            "resuming would train that unit as another class")
 
 # -------------------------------------------------------------- safetensors
 def _array_from_json(d: dict) -> torch.Tensor:
@@ -206,24 +342,47 @@ def checkpoint_from_metadata(meta: dict[str, str], state_dict: dict[str, torch.T
         ckpt = {"schema": int(values["schema"]), "model": values["model"], "state_dict": state_dict,
                 "classes": values["classes"], "class_names": values["class_names"],
                 "eval_transform": values["eval_transform"], "data_stats": data_stats}
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: damaged alexnet metadata ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise UserError(f"{path}: damaged alexnet metadata ({type(e).__name__}: {str(e)[:200]})") from None
     if ckpt["schema"] > SCHEMA:
         raise UserError(f"{path} has checkpoint schema {ckpt['schema']}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
     return ckpt
 
 
-def _config_beside(path: Path) -> dict[str, str] | None:
-    """The metadata strings of the config.json beside ``path`` that names it as its weights, if there is one."""
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _config_beside(path: Path, own_metadata: bool) -> dict[str, str] | None:
+    """The metadata strings of the config.json beside ``path`` that names it as its weights, if there is one.
+
+    Its ``weights_sha256`` is checked: where the file carries its own metadata (an export pair), a
+    difference is an error; weights re-saved without metadata (fine-tuned by other code) differ by
+    design, and load with a warning."""
     config = path.parent / CONFIG_FILE
     if not config.is_file():
         return None
+    if config.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{config}: {config.stat().st_size} bytes; a config.json is at most {MAX_CONFIG_BYTES}")
     try:
         values = json.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{config}: not a readable JSON file ({type(e).__name__})") from None
     if not isinstance(values, dict) or values.get("weights") != path.name or values.get("format") != FORMAT_TAG:
         return None
+    want = values.get("weights_sha256")
+    if want is not None and _sha256(path) != want:
+        if own_metadata:  # the file says it is an export, and its config.json describes other bytes
+            raise UserError(f"{path}: its sha256 differs from the weights_sha256 that {config} records "
+                            "(the weights were changed or damaged after export)")
+        warnings.warn(f"{path} is not the file exported with {config} (sha256 differs): its weights are "
+                      f"read with that config.json's classes and transform", UserWarning, stacklevel=3)
     return {k: v if k == "format" else dumps(v) for k, v in values.items() if k in META_KEYS}
 
 
@@ -240,7 +399,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # truncated, not safetensors
         raise UserError(f"cannot read {path}: not a safetensors file, or truncated ({type(e).__name__})") from None
     if meta.get("format") != FORMAT_TAG:
-        meta = _config_beside(path) or meta
+        meta = _config_beside(path, own_metadata=False) or meta
+    else:
+        _config_beside(path, own_metadata=True)  # an export pair: its config.json's sha256 must match
     return checkpoint_from_metadata(meta, state_dict, path)
 
 

@@ -136,6 +136,10 @@ class Checkpoint:
         self.class_names = class_names(ckpt)
         self.classes = [str(c) for c in (ckpt.get("classes") or self.class_names)]
         self.transform = eval_transform(ckpt, model)
+        cfg = getattr(model, "cfg", None)
+        crop = self.transform.get("crop")
+        if cfg is not None and crop and (crop > 4 * cfg.input_size if cfg.adaptive_pool else crop != cfg.input_size):
+            raise UserError(f"{self.path}: its eval transform crops {crop} px, but the model takes {cfg.input_size} px")
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | Checkpoint, device: str | torch.device | None = None) -> Checkpoint:

@@ -169,7 +169,7 @@ class Trainer:
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint to resume from at {last}")
         ckpt = load_checkpoint(last)
-        check_compatible(ckpt, self.cfg.model.name, len(self.meta["classes"]), last)
+        check_compatible(ckpt, self.cfg.model.name, len(self.meta["classes"]), last, classes=self.meta["classes"])
         return ckpt
 
     def _build_model(self) -> torch.nn.Module:

@@ -120,6 +120,11 @@ class AlexNetConfig:
 
 INITS = ("paper", "caffe", "kaiming", "torch")
 ORDERS = ("lrn-pool", "pool-lrn")
+# Bounds far past any real use, so a hostile option (a checkpoint's, a recipe's) is refused before it allocates.
+MAX_WIDTH = 8.0  # 8 x the paper's channels: about 3.9 billion parameters
+MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 2048
+MAX_IN_CHANNELS = 64
 
 
 def _act(name: str):
@@ -184,10 +189,14 @@ def check(cfg: AlexNetConfig) -> None:
     _act(cfg.activation)
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), not {cfg.dropout}")
-    if cfg.width <= 0:
-        raise ValueError(f"width must be positive, not {cfg.width}")
-    if cfg.num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, not {cfg.num_classes}")
+    if not 0 < cfg.width <= MAX_WIDTH:
+        raise ValueError(f"width must be in (0, {MAX_WIDTH:g}], not {cfg.width:g}")
+    if not 0 <= cfg.num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in [0, {MAX_CLASSES}], not {cfg.num_classes}")
+    if not 1 <= cfg.input_size <= MAX_INPUT_SIZE:
+        raise ValueError(f"input_size must be in [1, {MAX_INPUT_SIZE}], not {cfg.input_size}")
+    if not 1 <= cfg.in_channels <= MAX_IN_CHANNELS:
+        raise ValueError(f"in_channels must be in [1, {MAX_IN_CHANNELS}], not {cfg.in_channels}")
     conv_channels(cfg)
     _feature_side(cfg)
 
