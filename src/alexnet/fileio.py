@@ -136,6 +136,11 @@ class FolderLock:
             os.close(self.fd)
             self.fd = None
 
+    def __del__(self) -> None:  # a holder dropped without release(): closing the file ends the lock
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
     def __enter__(self) -> FolderLock:
         return self
 

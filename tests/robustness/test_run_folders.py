@@ -280,3 +280,24 @@ def test_metrics_reader_skips_only_a_cut_last_line(tmp_path):
     path.write_text(json.dumps(good[0]) + '\n{"time": 3, "kind": "ste\n' + json.dumps(good[1]) + "\n")
     with pytest.raises(UserError, match="line 2"):
         read_metrics(path)
+
+
+@pytest.mark.slow
+def test_ddp_train_into_a_busy_folder_stops_every_rank(tiny, tmp_path):
+    """Under torchrun only rank 0 takes the lock; when it cannot, every rank stops (none waits for it)."""
+    from alexnet.fileio import lock_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    TALLY["runs"]["tried"] += 1
+    with lock_folder(run):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "alexnet.cli.main", "train", "--data", str(tiny.prep), "--out", str(run), "--quiet",
+                            *sets("run.epochs=1")], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    TALLY["runs"]["silent"] += r.returncode == 0
+    assert r.returncode != 0 and f"is in use by another alexnet train (pid {os.getpid()})" in r.stderr, r.stderr[-3000:]
+    assert r.stderr.count("exitcode  : 2 ") == 2, r.stderr[-3000:]  # each rank: a one-line error (the
+    # launcher's own ChildFailedError traceback follows them)
+    assert sorted(p.name for p in run.iterdir()) == [".alexnet.lock"]
+    TALLY["runs"]["clean"] += 1
