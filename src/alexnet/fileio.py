@@ -76,12 +76,46 @@ def atomic_write(path: str | os.PathLike, data) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             if callable(data):
-                data(f)
+                writer = _WholeWrites(f)
+                try:
+                    data(writer)
+                except Exception:
+                    if writer.error is not None:  # torch.save turns the OSError of a write into a RuntimeError
+                        raise writer.error from None
+                    raise
             else:
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
     return Path(path)
+
+
+class _WholeWrites:
+    """A binary file whose ``write`` writes every byte or raises the system's error (a full disk, a file-size
+    limit: ``OSError``), and keeps it in ``error``: writers such as ``torch.save`` turn it into an error that
+    names no cause."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                n = self._f.write(view[done:])
+                if n is None or n <= 0:
+                    self._f.flush()  # raises the error that stopped the write
+                    raise OSError(errno.EIO, "write made no progress")
+                done += n
+        except OSError as e:
+            self.error = e
+            raise
+        return done
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> int:
