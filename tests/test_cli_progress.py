@@ -80,7 +80,7 @@ def test_demo_into_a_log_asks_the_trainer_for_epoch_lines(monkeypatch, tmp_path,
     class Reached(Exception):
         pass
 
-    def fake_fit(cfg, data, out, resume=False, progress=True, epoch_lines=None):
+    def fake_fit(cfg, data, out, resume=False, progress=True, epoch_lines=None, force=False):
         raise Reached(progress, epoch_lines)
 
     monkeypatch.setattr(alexnet.data, "generate_synth", lambda *a, **k: None)

@@ -45,7 +45,8 @@ def run_demo(out: str | Path = "alexnet-demo", overrides: list[str] = (), progre
     resume = (run / "last.ckpt").is_file()
     _stage(f"training {cfg.model.name} for {cfg.run.epochs} epochs in {run}" + (" (resuming)" if resume else ""))
     t_train = time.time()
-    fit(cfg, prepared, run, resume=resume, progress=progress, epoch_lines=epoch_lines)
+    # no last.ckpt: a run killed before its first checkpoint left at most its first files; start it afresh
+    fit(cfg, prepared, run, resume=resume, progress=progress, epoch_lines=epoch_lines, force=not resume)
     train_s = time.time() - t_train
 
     ckpt = run / "last.ckpt"

@@ -31,8 +31,8 @@ def tiny(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    cli, images, kills, disk = (TALLY[k] for k in ("cli", "images", "kills", "disk"))
-    if not (cli or images or kills or disk):
+    cli, images, kills, disk, runs = (TALLY[k] for k in ("cli", "images", "kills", "disk", "runs"))
+    if not (cli or images or kills or disk or runs):
         return
     w = terminalreporter.write_line
     w("")
@@ -59,3 +59,8 @@ def pytest_terminal_summary(terminalreporter):
     if disk:
         w(f"  failed checkpoint writes {disk['tried']}: previous checkpoint intact {disk['intact']}, "
           f"said so in one line {disk['said']}, temporaries left {disk['left']}")
+    if runs:
+        w(f"  run-folder cases tried {runs['tried']}: clean one-line errors (exit 2) {runs['clean']}, correct "
+          f"{runs['correct']}, tracebacks {runs['tracebacks']}, silent (exit 0 where an error was due) "
+          f"{runs['silent']}, writes or deletes outside the run folder {runs['outside']}; killed and resumed "
+          f"{runs['resumed']} of {runs['killed']}")

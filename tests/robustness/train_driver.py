@@ -11,7 +11,7 @@ child runs ``alexnet train`` through the CLI's ``main``, as a user would:
    checkpoint's bytes, between a checkpoint's fsync and its rename or after
    the rename, between last.ckpt and best.ckpt, in validation, in the middle
    of a metrics line, or a timer at a random instant), then a run that
-   resumes it (``--resume`` when last.ckpt exists, as ``alexnet demo`` does);
+   resumes it (``--resume`` when last.ckpt exists, else ``--force``, as ``alexnet demo`` does);
    the final weights and optimizer state are compared with the baseline's;
 3. a resume under a file-size limit smaller than a checkpoint (a real
    ``EFBIG`` from the kernel, like a full disk): it must fail in one line,
@@ -171,9 +171,10 @@ def child(argv: list[str], moment: dict | None = None, log: Path | None = None, 
 
 
 def train_argv(spec: dict, out: Path, resume: bool) -> list[str]:
+    """``--resume`` when asked; else ``--force`` over what a run killed before its first checkpoint left."""
     argv = ["train", "--data", spec["data"], "--out", str(out), "--quiet"]
     argv += [a for s in spec["overrides"] for a in ("--set", s)]
-    return argv + (["--resume"] if resume else [])
+    return argv + (["--resume"] if resume else ["--force"] if out.exists() else [])
 
 
 def same_state(a: Path, b: Path) -> bool:

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..fileio import atomic_write
+from ..fileio import LOCK_NAME, atomic_write
 from ..strict_json import dumps
 from .studies import TARGET_TRAIN_ERR, Arm, Study
 
@@ -94,7 +94,7 @@ def share_run(source: Path, folder: Path) -> None:
     """Give ``folder`` the files of the finished run ``source`` (hard links where the file system allows)."""
     folder.mkdir(parents=True, exist_ok=True)
     for f in source.iterdir():
-        if f.name == RESULT or not f.is_file():
+        if f.name in (RESULT, LOCK_NAME) or f.is_symlink() or not f.is_file():
             continue
         target = folder / f.name
         target.unlink(missing_ok=True)
@@ -105,9 +105,12 @@ def share_run(source: Path, folder: Path) -> None:
 
 
 def read_records(path: Path) -> list[dict]:
+    """A run's metrics records (:func:`alexnet.engine.metrics.read_metrics`); none when it has no log yet."""
+    from ..engine.metrics import read_metrics
+
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)
 
 
 def time_to_target(steps: list[dict], epochs: list[dict], target: float = TARGET_TRAIN_ERR) -> dict:

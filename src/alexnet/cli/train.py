@@ -1,4 +1,8 @@
-"""``alexnet train --config RECIPE.yaml --data PREPARED --out RUN_DIR [--set k=v ...] [--resume]``.
+"""``alexnet train --config RECIPE.yaml --data PREPARED --out RUN_DIR [--set k=v ...] [--resume | --force]``.
+
+``--resume`` continues the run in RUN_DIR; ``--force`` starts afresh over
+another run there (without either, a folder with a run's files is refused).
+One run at a time per folder: a second one is refused, naming the first's pid.
 
 ``--data`` may be left out when the config names the folder (``data.path``, as
 every run's ``config.yaml`` does): ``--config RUN/config.yaml`` reruns a run.
@@ -25,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key; repeatable, e.g. --set optim.lr=0.02")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.ckpt")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in an --out that holds another run: its metrics.jsonl, last.ckpt and "
+                        "best.ckpt are deleted and config.yaml is overwritten (other files are left alone)")
     add_device_flag(p, run_config=True)
     add_progress_flag(p)
     p.set_defaults(func=run)
@@ -35,7 +42,7 @@ def run(args) -> int:
     from ..engine.config import load_config
     from ..engine.distributed import shutdown
     from ..engine.trainer import fit
-    from ..fileio import check_output_dir, remove_temporaries
+    from ..fileio import check_output_dir
 
     cfg = load_config(args.config, device_override(args))
     args.data = args.data or cfg.data.path
@@ -45,11 +52,9 @@ def run(args) -> int:
     if len(meta.get("classes", [])) < 2:
         raise UserError(f"{args.data} holds {len(meta.get('classes', []))} class(es): a classifier needs at least two")
     check_output_dir(args.out, "run folder")
-    if os.path.isdir(args.out) and int(os.environ.get("RANK", "0")) == 0:
-        remove_temporaries(args.out)  # a checkpoint write cut short by a kill leaves one; no writer runs yet
-    try:
+    try:  # the trainer locks --out and clears a write a kill cut short (rank 0)
         result = fit(cfg, args.data, args.out, resume=args.resume, progress=show_progress(args),
-                     epoch_lines=not args.no_progress)  # into a log: no bars, one line per epoch
+                     epoch_lines=not args.no_progress, force=args.force)  # into a log: no bars, one line per epoch
     finally:
         shutdown()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -98,6 +98,7 @@ class RunConfig:
     checkpoint_steps: int = 0  # also save last.ckpt every this many steps (0: off)
     threads: int = 0  # torch CPU threads per process (0: leave PyTorch's default)
     cpu_malloc: bool = True  # on a CPU, keep freed memory for reuse (engine/allocator.py)
+    max_nonfinite_steps: int = 3  # a loss that is NaN or infinite this many steps in a row ends the run (diverged)
 
 
 @dataclass
@@ -149,6 +150,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "run.checkpoint_minutes": (lambda v: v >= 0, "at least 0"),
     "run.checkpoint_steps": (lambda v: v >= 0, "at least 0"),
     "run.threads": (lambda v: v >= 0, "at least 0"),
+    "run.max_nonfinite_steps": (lambda v: v >= 1, "at least 1"),
 }
 
 

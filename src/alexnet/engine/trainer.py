@@ -4,6 +4,14 @@ The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``,
 ``last.ckpt`` (every epoch, and every N minutes/steps if asked) and
 ``best.ckpt`` (lowest validation top-1 error). Under torchrun the same code
 trains with DistributedDataParallel; rank 0 alone writes.
+
+One run per folder: rank 0 holds the folder's lock (``fileio.lock_folder``)
+for the run's life, and a folder that holds another run's files is refused
+unless the run resumes it (``resume``) or starts afresh over it (``force``).
+No file of the folder is written through a symbolic link. A loss that is
+not finite for ``run.max_nonfinite_steps`` steps in a row ends the run (a
+one-line UserError naming the last good checkpoint), and a checkpoint whose
+weights are not finite is never written.
 """
 
 from __future__ import annotations
@@ -25,10 +33,10 @@ from ..data import is_small, load_stats, make_loader, read_meta
 from ..data.loader import decode_location
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
-from ..fileio import atomic_write
+from ..fileio import LOCK_NAME, FolderLock, atomic_write, check_unlocked, lock_folder, remove_temporaries
 from . import config as config_mod
 from .allocator import keep_freed_memory
-from .distributed import DistInfo, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .inference import TTA_VIEWS
 from .loop import TrainState, evaluate, precision_warning, resolve_precision, train_one_epoch
 from .metrics import MetricsLog
@@ -75,6 +83,9 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.ckpt", "best.ckpt")  # what a run writes in its folder
+
+
 def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
     """Options for ``models.create`` from the config and the prepared data."""
     m = cfg.model
@@ -109,7 +120,9 @@ class Trainer:
     """Builds everything from a config and runs epochs; see :func:`fit`."""
 
     def __init__(self, cfg: config_mod.TrainConfig, data: str | os.PathLike, out: str | os.PathLike,
-                 resume: bool = False, progress: bool = True, epoch_lines: bool | None = None):
+                 resume: bool = False, progress: bool = True, epoch_lines: bool | None = None,
+                 force: bool = False):
+        # ``force``: start afresh in a folder that holds another run (its run files are removed first).
         # ``progress``: bars; ``epoch_lines``: one line per epoch on stdout (default: with the bars). A command
         # whose output is not a terminal draws no bars but still prints the epoch lines (cli.train).
         self.epoch_lines = progress if epoch_lines is None else epoch_lines
@@ -122,18 +135,27 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         self.meta, self.stats = self._read_data()
         self.rank_batch = self._rank_batch()
+        self.check_folder(resume, force)
         resume_from = self._checkpoint_to_resume(resume)
         seed_everything(cfg.run.seed)
         self.state = self._build_state(self._build_model())
         self.best_err = math.inf
         self.history: dict = {}
+        self._nonfinite = 0  # steps in a row whose loss was not finite
+        self._last_good: tuple[Path, int] | None = None  # the last checkpoint written (or resumed from), its step
         if resume_from is not None:
             self._restore(resume_from)
+            self._last_good = (self.out / "last.ckpt", self.state.step)
         self._wrap_model()
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
-        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+        self._lock: FolderLock | None = None
+        self._take_folder(resume, force)
+        try:
+            if self.dist.is_main:
+                atomic_write(self.out / "config.yaml", lambda f: f.write(config_mod.dump(cfg).encode()))
+            self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+        except BaseException:
+            self.close()
+            raise
         # What "auto" settings became on this machine (run.precision=auto: bf16 or fp32).
         self.log.write("setup", device=str(self.dist.device), precision=self.state.precision,
                        world_size=self.dist.world_size, epoch=self.state.epoch, step=self.state.step)
@@ -158,13 +180,69 @@ class Trainer:
             raise UserError(f"data.batch_size {batch} does not split into {world} processes x {acc} accumulation steps")
         return batch // world
 
+    def check_folder(self, resume: bool, force: bool, locked: bool = False) -> None:
+        """Refuse a run folder this run must not write: one another run is training in, one whose run files are
+        links (or not files), or one that holds another run's files, unless ``resume`` (continue it) or
+        ``force`` (start afresh over it). ``locked``: this process holds the folder's lock."""
+        if resume and force:
+            raise UserError("--force starts afresh and --resume continues: pass one of them")
+        if not locked:
+            check_unlocked(self.out)
+        for name in (*RUN_FILES, LOCK_NAME, "tb"):
+            p = self.out / name
+            if os.path.islink(p):
+                raise UserError(f"refusing to write through {p}: it is a symbolic link (remove it)")
+            if name != "tb" and os.path.lexists(p) and not p.is_file():
+                raise UserError(f"{p} is not a file: remove it or choose another --out")
+        if resume or force:
+            return
+        if (self.out / "last.ckpt").exists():
+            raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it, --force to "
+                            f"start afresh over it, or choose another --out")
+        found = [n for n in RUN_FILES if (self.out / n).exists()]
+        if found:
+            raise UserError(f"{self.out} holds another run's files ({', '.join(found)}) and no last.ckpt to resume "
+                            f"from; pass --force to start afresh over them, or choose another --out")
+
+    def _take_folder(self, resume: bool, force: bool) -> None:
+        """Rank 0 locks the run folder (made if missing) for the run's life and checks it again under the lock;
+        ``force`` then removes the earlier run's files. Every rank learns whether it may go on (no rank waits
+        on one that stopped)."""
+        error = None
+        if self.dist.is_main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._lock = lock_folder(self.out)
+                self.check_folder(resume, force, locked=True)  # another run may have started or ended meanwhile
+                if resume and not (self.out / "last.ckpt").is_file():
+                    raise UserError(f"--resume: no checkpoint to resume from at {self.out / 'last.ckpt'}")
+                if force:
+                    for name in RUN_FILES:  # config.yaml is written anew below
+                        (self.out / name).unlink(missing_ok=True)
+                remove_temporaries(self.out)  # a write cut short by a kill; no other writer now
+            except BaseException as e:
+                error = e
+        if self.dist.enabled:
+            failed = all_reduce_sum(torch.tensor([float(error is not None)], device=self.dist.device))
+            if error is None and float(failed.item()) > 0:
+                error = UserError(f"rank 0 could not take the run folder {self.out}")
+        if error is not None:
+            self.close()
+            raise error
+
+    def close(self) -> None:
+        """Release the run folder (its lock, the metrics log); a Trainer that is closed cannot train."""
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
+
     def _checkpoint_to_resume(self, resume: bool) -> dict | None:
-        """``last.ckpt`` read for ``--resume`` (it must fit the run); without it, a run folder that has one is refused."""
+        """``last.ckpt`` read for ``--resume`` (it must fit the run)."""
         last = self.out / "last.ckpt"
         if not resume:
-            if last.exists():
-                raise UserError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it or "
-                                f"choose another --out")
             return None
         if not last.is_file():
             raise UserError(f"--resume: no checkpoint to resume from at {last}")
@@ -272,17 +350,38 @@ class Trainer:
         )
 
     def save(self, metrics: dict | None = None, best: bool = False) -> None:
-        """Write last.ckpt (and best.ckpt, the same payload) from rank 0."""
+        """Write last.ckpt (and best.ckpt, the same payload) from rank 0; weights that are not finite are never
+        written: the run has diverged (a one-line UserError naming the last good checkpoint)."""
         if self.dist.is_main:
+            weights = unwrap(self.state.model).state_dict()
+            floats = [t for t in weights.values() if t.is_floating_point()]
+            if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):  # one sync
+                self._diverged("the weights are no longer finite")
             payload = self.payload(metrics or self.history)
             save_checkpoint(self.out / "last.ckpt", payload)
             if best:
                 save_checkpoint(self.out / "best.ckpt", payload)
+            self._last_good = (self.out / "last.ckpt", self.state.step)
         self._last_save = time.monotonic()
+
+    def _diverged(self, why: str) -> None:
+        """End the run: it diverged at this step (nothing more is saved)."""
+        if self._last_good is None:
+            good = "no checkpoint was written before it"
+        else:
+            good = f"last good checkpoint: {self._last_good[0]} (step {self._last_good[1]})"
+        self.log.write("diverged", epoch=self.state.epoch, step=self.state.step, reason=why)
+        raise UserError(f"training diverged at step {self.state.step}: {why}; {good} "
+                        f"(a lower optim.lr may help)")
 
     # ------------------------------------------------------------------- run
     def _on_step(self, state: TrainState, loss: float, ips: float) -> None:
         run = self.cfg.run
+        # the loop already brought the loss to the host: counting costs no sync. With fp16 the GradScaler
+        # skips a step whose gradients overflowed; only a loss that is itself NaN or infinite counts here.
+        self._nonfinite = 0 if math.isfinite(loss) else self._nonfinite + 1
+        if self._nonfinite >= run.max_nonfinite_steps:
+            self._diverged(f"the training loss was not finite for {self._nonfinite} steps in a row")
         lr = self.schedule.lr
         if state.step % run.log_every == 0:
             # training error over the steps since the last line (the epoch's, when it began since)
@@ -310,6 +409,13 @@ class Trainer:
             mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale, device=self.dist.device, decode=decode)
 
     def fit(self) -> dict:
+        """Train to ``run.epochs``; the run folder is released (lock, log) at the end, whatever happens."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict:
         cfg, s = self.cfg, self.state
         train_loader = self.loader("train", train=True)
         if isinstance(self.schedule, OneCycleSchedule):
@@ -353,12 +459,11 @@ class Trainer:
             s.batch_in_epoch, s.loss_sum, s.seen, s.correct = 0, 0.0, 0, 0
             self.save(self.history, best=improved)
         barrier()
-        self.log.close()
         return {"epochs": s.epoch, "steps": s.step, "best_top1_err": self.best_err, "time_s": time.time() - t0,
                 "run_dir": str(self.out), **self.history}
 
 
 def fit(cfg: config_mod.TrainConfig, data, out, resume: bool = False, progress: bool = True,
-        epoch_lines: bool | None = None) -> dict:
+        epoch_lines: bool | None = None, force: bool = False) -> dict:
     """Train per ``cfg`` on a prepared folder, writing the run folder ``out`` (see :class:`Trainer` for the flags)."""
-    return Trainer(cfg, data, out, resume=resume, progress=progress, epoch_lines=epoch_lines).fit()
+    return Trainer(cfg, data, out, resume=resume, progress=progress, epoch_lines=epoch_lines, force=force).fit()

@@ -5,6 +5,11 @@
 folder cannot be written), named by a key of the checkpoint's size and
 modification time, the data folder and the transform, so a retrained
 checkpoint or a re-prepared data folder is never served stale features.
+
+The folder keeps ``manifest.json``, the names of the files the cache wrote
+there: stale sets are removed from that list alone, so a file someone else
+put there is never deleted. A cache folder that is a symbolic link is
+refused rather than written through.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from ..engine.inference import Checkpoint
 from ..errors import UserError
+from ..fileio import atomic_write
 from .extract import PIXELS, extract_features, layer_function
 from .store import FeatureSet, read_features, sidecar_paths
 
@@ -52,6 +58,9 @@ def cache_dir(checkpoint: Path) -> Path:
     """``CHECKPOINT.features/`` beside the checkpoint; a per-user cache when that folder is read-only."""
     checkpoint = Path(checkpoint)
     beside = checkpoint.with_name(checkpoint.name + ".features")
+    if os.path.islink(beside):
+        raise UserError(f"feature cache {beside} is a symbolic link: refusing to write through it "
+                        f"(remove the link, or pass --no-cache)")
     try:
         beside.mkdir(exist_ok=True)
         if os.access(beside, os.W_OK):
@@ -101,17 +110,48 @@ def cached_features(
     with closing(ck.eval_loader(data, split, batch_size=batch_size, workers=workers)) as loader:
         if not cache:
             return extract_features(ck.model, loader, layer, meta=info, **kw)
+        # listed before they exist: a kill half way leaves nothing of ours unlisted
+        _remember(folder, [p.name for p in sidecar_paths(out).values()])
         fs = extract_features(ck.model, loader, layer, out=out, meta={**info, "key": key}, **kw)
     _drop_stale(folder, f"{split}-{layer}-", key)
     return fs
 
 
+MANIFEST = "manifest.json"
+
+
+def _written(folder: Path) -> list[str]:
+    """The names the cache wrote in ``folder`` (its manifest; none when it has none or it cannot be read)."""
+    try:
+        names = json.loads((folder / MANIFEST).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")]
+
+
+def _save_manifest(folder: Path, names: list[str]) -> None:
+    atomic_write(folder / MANIFEST, (json.dumps({"files": sorted(set(names))}, indent=1) + "\n").encode())
+
+
+def _remember(folder: Path, names: list[str]) -> None:
+    _save_manifest(folder, _written(folder) + names)
+
+
 def _drop_stale(folder: Path, prefix: str, key: str) -> None:
-    """Remove this split and layer's cached files made under other keys."""
-    for p in folder.glob(f"{prefix}*"):
-        rest = p.name[len(prefix):]
-        if len(rest) >= 16 and rest[:16] != key and all(c in "0123456789abcdef" for c in rest[:16]):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+    """Remove this split and layer's cached files made under other keys: only those the manifest lists."""
+    listed = _written(folder)
+    gone = []
+    for name in listed:
+        rest = name[len(prefix):]
+        if not (name.startswith(prefix) and len(rest) >= 16 and rest[:16] != key
+                and all(c in "0123456789abcdef" for c in rest[:16])):
+            continue
+        p = folder / name
+        try:
+            if os.path.lexists(p):
+                p.unlink()  # a link itself, never its target
+            gone.append(name)
+        except OSError:
+            pass
+    if gone:
+        _save_manifest(folder, [n for n in listed if n not in gone])

@@ -18,7 +18,6 @@ bytes (for the HTML report).
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..engine.metrics import read_metrics  # the one metrics.jsonl reader; figures.read_metrics stays
 from ..errors import UserError
 from ..fileio import atomic_write
 
@@ -187,28 +187,6 @@ def neighbors_figure(queries: Sequence[dict[str, Any]], title: str | None = None
 
 
 # ------------------------------------------------------------------ curves
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file); bad lines are skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"metrics file not found: {path}")
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if isinstance(rec, dict):
-                records.append(rec)
-    return records
-
-
 def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
