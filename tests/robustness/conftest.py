@@ -31,8 +31,8 @@ def tiny(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    cli, images, kills, disk = (TALLY[k] for k in ("cli", "images", "kills", "disk"))
-    if not (cli or images or kills or disk):
+    cli, images, kills, disk, trust = (TALLY[k] for k in ("cli", "images", "kills", "disk", "trust"))
+    if not (cli or images or kills or disk or trust):
         return
     w = terminalreporter.write_line
     w("")
@@ -59,3 +59,8 @@ def pytest_terminal_summary(terminalreporter):
     if disk:
         w(f"  failed checkpoint writes {disk['tried']}: previous checkpoint intact {disk['intact']}, "
           f"said so in one line {disk['said']}, temporaries left {disk['left']}")
+    if trust:
+        w(f"  inputs from others (crafted folders, tars, recipes) {trust['tried']}: clean one-line errors (exit 2) "
+          f"{trust['clean']}, correct documented behaviour {trust['correct']}, tracebacks {trust['tracebacks']}, "
+          f"silent {trust['silent']}, files outside the folder opened {trust['outside']} "
+          f"(in a real process: {trust['process']})")

@@ -11,6 +11,7 @@ TALLY = {
     "images": collections.defaultdict(collections.Counter),
     "kills": collections.Counter(),
     "disk": collections.Counter(),
+    "trust": collections.Counter(),
 }
 
 # Tiny and fast: alexnet-small at a quarter width on 32 px images, batch 4, CPU.
