@@ -338,7 +338,8 @@ def _prepare_rss(src, out, extra=()) -> tuple[int, str, int]:
 def test_a_2gb_tar_member_is_skipped_unread_and_memory_stays_small(tmp_path):
     """The member's 2 GB are a hole in a sparse file (no disk used); prepare lists it as skipped from its tar
     header, and its peak RSS is that of a prepare of the same tar without the member (before: 2.7 GB against
-    0.85 GB here, the member read whole). The absolute figure is mostly torch's libraries."""
+    0.85 GB here, the member read whole). The absolute figure is torch's and torchvision's libraries (importing
+    them alone peaks near 1 GB here, and it varies with the machine), so the bound is relative to the plain prepare."""
     from alexnet.data import read_meta
     from alexnet.data.prepare import read_skipped
 
@@ -349,12 +350,12 @@ def test_a_2gb_tar_member_is_skipped_unread_and_memory_stays_small(tmp_path):
     rc, err, rss_mb = _prepare_rss(tmp_path / "wds", tmp_path / "out")
     print(f"prepare peak RSS: {rss_mb} MB with a 2 GB member, {base_mb} MB without it")
     skipped = {e["path"].rsplit(":", 1)[1]: e["reason"] for e in read_skipped(tmp_path / "out")} if rc == 0 else {}
-    ok = rc == 0 and "over the limit" in skipped.get("huge", "") and rss_mb < 1024 and rss_mb < base_mb + 256
+    ok = rc == 0 and "over the limit" in skipped.get("huge", "") and rss_mb < base_mb + 256
     tally("correct" if ok else "silent", process=1)
     assert rc == 0, err
     assert "huge" in skipped and "over the limit" in skipped["huge"], skipped
     assert read_meta(tmp_path / "out")["splits"]["train"] == 4
-    assert rss_mb < base_mb + 256 and rss_mb < 1024, (rss_mb, base_mb)
+    assert rss_mb < base_mb + 256, (rss_mb, base_mb)  # the member's 2 GB never held
 
 
 def test_the_cap_is_configurable(tmp_path):
