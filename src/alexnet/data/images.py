@@ -85,45 +85,54 @@ def square(im: Image.Image, side: int) -> Image.Image:
     return im.resize((side, side), Image.Resampling.BICUBIC, box=box)
 
 
-def byte_size(path) -> int:
-    """The size in bytes of a file or a tar member (its ``size``, from the tar header), without reading it."""
-    size = getattr(path, "size", None)
-    if isinstance(size, int) and hasattr(path, "read"):
-        return size
+def byte_size(path) -> int | None:
+    """The size in bytes of a file or a tar member (its ``size``, from the tar header), without reading it;
+    None for another readable object that does not say."""
+    if hasattr(path, "read"):
+        size = getattr(path, "size", None)
+        return size if isinstance(size, int) else None
     return os.stat(path).st_size
 
 
-def check_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> int:
-    """The byte size of ``path`` (see :func:`byte_size`); :class:`BadImage` when it is empty or over ``max_bytes``."""
+def check_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+    """:class:`BadImage` when ``path`` is empty or over ``max_bytes`` (see :func:`byte_size`)."""
     try:
         size = byte_size(path)
     except OSError as e:
         raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if size is None:
+        return
     if size == 0:
         raise BadImage("empty file (0 bytes)")
     if size > max_bytes:
         raise BadImage(f"{size} bytes, over the limit of {max_bytes} bytes for one image file (not read)")
-    return size
 
 
 def _read(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """The bytes of a file: a path, or a tar member (anything with ``read()``); refused over ``max_bytes``."""
     check_bytes(path, max_bytes)
     if hasattr(path, "read"):
-        return path.read()
-    with open(path, "rb") as f:
-        return f.read(max_bytes + 1)  # a file that grew since it was measured is still read no further
+        data = path.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # a file that grew since it was measured is still read no further
+    if len(data) > max_bytes:
+        raise BadImage(f"over the limit of {max_bytes} bytes for one image file")
+    return data
 
 
 def open_image(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
     """Open ``path`` (a path or a tar member) lazily (header only), refusing empty files, files over
     ``max_bytes`` (before reading them), non-images and decompression bombs."""
     check_bytes(path, max_bytes)
-    try:
-        if hasattr(path, "read"):
-            path = io.BytesIO(path.read())
-    except OSError as e:
-        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if hasattr(path, "read"):
+        try:
+            data = _read(path, max_bytes)
+        except OSError as e:
+            raise BadImage(f"cannot read: {e.strerror or e}") from None
+        if not data:
+            raise BadImage("empty file (0 bytes)")
+        path = io.BytesIO(data)
     pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked from the header just below
