@@ -31,8 +31,8 @@ def tiny(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    cli, images, kills, disk, runs = (TALLY[k] for k in ("cli", "images", "kills", "disk", "runs"))
-    if not (cli or images or kills or disk or runs):
+    cli, images, kills, disk, runs, trust = (TALLY[k] for k in ("cli", "images", "kills", "disk", "runs", "trust"))
+    if not (cli or images or kills or disk or runs or trust):
         return
     w = terminalreporter.write_line
     w("")
@@ -64,3 +64,8 @@ def pytest_terminal_summary(terminalreporter):
           f"{runs['correct']}, tracebacks {runs['tracebacks']}, silent (exit 0 where an error was due) "
           f"{runs['silent']}, writes or deletes outside the run folder {runs['outside']}; killed and resumed "
           f"{runs['resumed']} of {runs['killed']}")
+    if trust:
+        w(f"  inputs from others (crafted folders, tars, recipes) {trust['tried']}: clean one-line errors (exit 2) "
+          f"{trust['clean']}, correct documented behaviour {trust['correct']}, tracebacks {trust['tracebacks']}, "
+          f"silent {trust['silent']}, files outside the folder opened {trust['outside']} "
+          f"(in a real process: {trust['process']})")

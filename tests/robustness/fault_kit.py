@@ -12,6 +12,7 @@ TALLY = {
     "kills": collections.Counter(),
     "disk": collections.Counter(),
     "runs": collections.Counter(),
+    "trust": collections.Counter(),
 }
 
 # Tiny and fast: alexnet-small at a quarter width on 32 px images, batch 4, CPU.

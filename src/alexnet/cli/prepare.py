@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: every core)")
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images declaring more pixels than this (decompression bombs; default 89,478,485)")
+    p.add_argument("--max-image-bytes", type=positive_int, default=None,
+                   help="skip image files and tar members larger than this, without reading them (default 64 MB)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fixed shuffled order samples are written in (default 0; recorded in meta.json)")
     add_progress_flag(p, "progress bar")
@@ -31,12 +33,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..data import prepare
-    from ..data.images import MAX_PIXELS
+    from ..data.images import MAX_IMAGE_BYTES, MAX_PIXELS
     from ..fileio import check_output_dir
 
     check_output_dir(args.out)
     s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=show_progress(args),
-                max_pixels=args.max_pixels or MAX_PIXELS, seed=args.seed)
+                max_pixels=args.max_pixels or MAX_PIXELS, seed=args.seed,
+                max_image_bytes=args.max_image_bytes or MAX_IMAGE_BYTES)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
     skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"
     if s["processed"] == 0:

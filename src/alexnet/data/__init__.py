@@ -20,7 +20,7 @@ small-image cut-off), ``transforms`` (augmentation and test patches),
 
 from . import transforms
 from .loader import ShardLoader, make_loader
-from .meta import SMALL_IMAGE_SIDE, eval_resize, is_small, read_meta
+from .meta import SMALL_IMAGE_SIDE, eval_resize, is_small, read_meta, validate_prepared
 from .prepare import prepare
 from .sources import Source, open_source
 from .stats import load_stats
@@ -44,4 +44,5 @@ __all__ = [
     "preprocess_image",
     "read_meta",
     "transforms",
+    "validate_prepared",
 ]

@@ -16,7 +16,9 @@ prepares ImageNet. Large JPEGs are decoded at a reduced DCT scale (Pillow's
 ``draft``) that still leaves the shorter side >= ``side``.
 
 A file that cannot be used raises :class:`BadImage` with a one-line reason:
-empty, not an image, truncated or corrupt, or declaring more pixels than
+empty, larger than ``max_bytes`` (:data:`MAX_IMAGE_BYTES`, 64 MB by default:
+refused from its size on disk or in its tar header, before a byte of it is
+read), not an image, truncated or corrupt, or declaring more pixels than
 ``max_pixels`` (a decompression bomb: refused before any pixel is decoded).
 
 Damaged but decodable files get the same policy as truncated ones: refused
@@ -46,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GB of RGB)
+MAX_IMAGE_BYTES = 64 << 20  # no image file (or tar member) larger than this is read: its bytes would be held whole
 
 
 class BadImage(Exception):
@@ -82,27 +85,54 @@ def square(im: Image.Image, side: int) -> Image.Image:
     return im.resize((side, side), Image.Resampling.BICUBIC, box=box)
 
 
-def _read(path) -> bytes:
-    """The bytes of a file: a path, or a tar member (anything with ``read()``)."""
+def byte_size(path) -> int | None:
+    """The size in bytes of a file or a tar member (its ``size``, from the tar header), without reading it;
+    None for another readable object that does not say."""
     if hasattr(path, "read"):
-        return path.read()
-    with open(path, "rb") as f:
-        return f.read()
+        size = getattr(path, "size", None)
+        return size if isinstance(size, int) else None
+    return os.stat(path).st_size
 
 
-def open_image(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``path`` (a path or a tar member) lazily (header only), refusing empty files, non-images
-    and decompression bombs."""
+def check_bytes(path, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+    """:class:`BadImage` when ``path`` is empty or over ``max_bytes`` (see :func:`byte_size`)."""
     try:
-        if hasattr(path, "read"):
-            data = path.read()
-            size, path = len(data), io.BytesIO(data)
-        else:
-            size = os.path.getsize(path)
-        if size == 0:
-            raise BadImage("empty file (0 bytes)")
+        size = byte_size(path)
     except OSError as e:
         raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if size is None:
+        return
+    if size == 0:
+        raise BadImage("empty file (0 bytes)")
+    if size > max_bytes:
+        raise BadImage(f"{size} bytes, over the limit of {max_bytes} bytes for one image file (not read)")
+
+
+def _read(path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of a file: a path, or a tar member (anything with ``read()``); refused over ``max_bytes``."""
+    check_bytes(path, max_bytes)
+    if hasattr(path, "read"):
+        data = path.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # a file that grew since it was measured is still read no further
+    if len(data) > max_bytes:
+        raise BadImage(f"over the limit of {max_bytes} bytes for one image file")
+    return data
+
+
+def open_image(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Open ``path`` (a path or a tar member) lazily (header only), refusing empty files, files over
+    ``max_bytes`` (before reading them), non-images and decompression bombs."""
+    check_bytes(path, max_bytes)
+    if hasattr(path, "read"):
+        try:
+            data = _read(path, max_bytes)
+        except OSError as e:
+            raise BadImage(f"cannot read: {e.strerror or e}") from None
+        if not data:
+            raise BadImage("empty file (0 bytes)")
+        path = io.BytesIO(data)
     pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked from the header just below
@@ -132,7 +162,7 @@ def open_image(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 
 
-def jpeg_damage(path) -> str | None:
+def jpeg_damage(path, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
     """libjpeg-turbo's complaint about the JPEG at ``path`` (the first line of it), or None if it decodes cleanly.
 
     libjpeg prints its warnings on file descriptor 2, so that descriptor is
@@ -142,7 +172,7 @@ def jpeg_damage(path) -> str | None:
 
     from .shards import decode_jpegs
 
-    data = _read(path)
+    data = _read(path, max_bytes)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:
@@ -160,30 +190,31 @@ def jpeg_damage(path) -> str | None:
     return damage[0] if damage else None
 
 
-def _refuse_damaged(path, fmt: str | None) -> None:
+def _refuse_damaged(path, fmt: str | None, max_bytes: int = MAX_IMAGE_BYTES) -> None:
     if fmt != "JPEG":
         return
     try:
-        damage = jpeg_damage(path)
+        damage = jpeg_damage(path, max_bytes)
     except OSError as e:
         raise BadImage(f"cannot read: {e.strerror or e}") from None
     if damage:
         raise BadImage(f"damaged: {damage}")
 
 
-def check_damage(path, max_pixels: int = MAX_PIXELS) -> None:
+def check_damage(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> None:
     """Raise :class:`BadImage` for a file :func:`load_square` refuses before decoding it (see the module docstring)."""
-    im = open_image(path, max_pixels)
+    im = open_image(path, max_pixels, max_bytes)
     fmt = im.format
     im.close()
-    _refuse_damaged(path, fmt)
+    _refuse_damaged(path, fmt, max_bytes)
 
 
-def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS,
+                max_bytes: int = MAX_IMAGE_BYTES) -> np.ndarray:
     """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring)."""
-    source = im = open_image(path, max_pixels)
+    source = im = open_image(path, max_pixels, max_bytes)
     try:
-        _refuse_damaged(path, im.format)
+        _refuse_damaged(path, im.format, max_bytes)
     except BadImage:
         source.close()
         raise
@@ -211,10 +242,10 @@ def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS
     return arr
 
 
-def probe_size(path, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
+def probe_size(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[int, int] | None:
     """``(width, height)`` from the header of ``path``, or None if it is not a usable image."""
     try:
-        im = open_image(path, max_pixels)
+        im = open_image(path, max_pixels, max_bytes)
     except BadImage:
         return None
     size = im.size

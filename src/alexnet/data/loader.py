@@ -251,7 +251,8 @@ class _Batches(torch.utils.data.Dataset):
 
     def __init__(self, root: Path, meta: dict, split: str, index: np.ndarray, transform, train: bool,
                  batch_size: int, seed: int, rank: int, world_size: int, bytes_only: bool):
-        self.root, self.shards = root, meta["shards"][split]
+        self.root, self.shards, self.split = root, meta["shards"][split], split
+        self.n_classes = len(meta["classes"])
         self.format, self.size, self.channels = meta["format"], int(meta["size"]), int(meta.get("channels", 3))
         self.index, self.transform, self.train = index, transform, train
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
@@ -278,16 +279,31 @@ class _Batches(torch.utils.data.Dataset):
             m = self._maps[shard] = np.memmap(self.root / self.shards[shard], dtype=np.uint8, mode="r")
         return m
 
+    def _slice(self, shard: int, offset: int, n: int) -> np.ndarray:
+        data = self._map(shard)[offset:offset + n]
+        if len(data) != n:  # the folder was checked when opened: the shard has shrunk since
+            raise UserError(f"{self.root / self.shards[shard]}: ends inside a sample ({n} bytes at {offset}); "
+                            f"prepare {self.root} again")
+        return data
+
     def read(self, ids: np.ndarray):
-        """``(payload, labels)``: a list of JPEG byte tensors, or a ``B x C x H x W`` uint8 batch."""
+        """``(payload, labels)``: a list of JPEG byte tensors, or a ``B x C x H x W`` uint8 batch.
+
+        Every label is checked here, on the CPU, so one out of range is a clear error, never an
+        index error in the loss or a device-side assert (the folder's labels were checked when it
+        was opened; this guards an index changed since)."""
         rows = self.index[ids]
-        labels = torch.from_numpy(rows[:, 3].astype(np.int64))
+        labels = rows[:, 3]
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.n_classes):
+            bad = int(labels[(labels < 0) | (labels >= self.n_classes)][0])
+            raise UserError(f"{self.root / (self.split + '.index.npy')}: label {bad} outside 0..{self.n_classes - 1}")
+        labels = torch.from_numpy(labels.astype(np.int64))
         if self.format == "jpg":
-            data = [torch.from_numpy(np.array(self._map(int(s))[o:o + n])) for s, o, n in rows[:, :3].tolist()]
+            data = [torch.from_numpy(np.array(self._slice(int(s), o, n))) for s, o, n in rows[:, :3].tolist()]
             return data, labels
         out = np.empty((len(rows), self.size * self.size * self.channels), np.uint8)
         for j, (s, o, n) in enumerate(rows[:, :3].tolist()):
-            out[j] = self._map(s)[o:o + n]
+            out[j] = self._slice(s, o, n)
         images = torch.from_numpy(out).view(len(rows), self.size, self.size, self.channels).permute(0, 3, 1, 2)
         return images.contiguous(), labels
 
@@ -390,10 +406,8 @@ class ShardLoader:
             input_size = size if is_small(size) else min(224, size)
         if not 1 <= input_size <= size:
             raise UserError(f"input size {input_size} does not fit the prepared images of {size} px")
-        index_path = root / f"{split}.index.npy"
-        if not index_path.is_file():
-            raise UserError(f"{index_path} is missing: prepare {root} again")
-        index = np.load(index_path, mmap_mode="r")
+        index_path = root / f"{split}.index.npy"  # checked by read_meta (meta.validate_prepared)
+        index = np.load(index_path, mmap_mode="r", allow_pickle=False)
         index = np.asarray(index, dtype=np.int64)
         stats = load_stats(root)
         padding = default_padding(size)

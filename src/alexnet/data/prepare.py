@@ -55,7 +55,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..fileio import atomic_write, remove_temporaries
-from .images import MAX_PIXELS, BadImage, load_square, probe_size
+from .images import MAX_IMAGE_BYTES, MAX_PIXELS, BadImage, load_square, probe_size
 from .meta import META_FILE, VERSION, is_small, read_meta  # noqa: F401  (read_meta re-exported for older callers)
 from .shards import ShardWriter, decode_jpegs, shard_name, shuffled_order
 from .sources import Source, open_source
@@ -92,7 +92,7 @@ def samples_per_shard(fmt: str, side: int, channels: int) -> int:
     return max(1, SHARD_BYTES // per_sample)
 
 
-def choose_side(source: Source, size: int, max_pixels: int) -> tuple[int, str]:
+def choose_side(source: Source, size: int, max_pixels: int, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[int, str]:
     """``(side, format)``: small sources keep their size (raw); others get ``size`` (jpg unless small)."""
     train = source.splits["train"]
     if source.is_array:
@@ -102,7 +102,7 @@ def choose_side(source: Source, size: int, max_pixels: int) -> tuple[int, str]:
         return int(h), "raw"
     files = train.files
     probe = [files[int(i)][0] for i in np.linspace(0, len(files) - 1, min(32, len(files)))]
-    sizes = [s for s in (probe_size(p, max_pixels) for p in probe) if s is not None]
+    sizes = [s for s in (probe_size(p, max_pixels, max_bytes) for p in probe) if s is not None]
     if sizes and is_small(max(min(s) for s in sizes)):  # small images: never upscaled
         return int(min(size, max(min(s) for s in sizes))), "raw"
     return int(size), ("raw" if is_small(size) else "jpg")
@@ -179,7 +179,7 @@ def _run_task(task: Task) -> tuple[str, int, int, int]:
             if split.files is not None:
                 path, label = split.files[i]
                 try:
-                    image = load_square(path, side, channels, s["max_pixels"])
+                    image = load_square(path, side, channels, s["max_pixels"], s["max_image_bytes"])
                 except BadImage as e:
                     skipped.append((str(path), str(e)))
                     done += 1
@@ -262,24 +262,28 @@ def _run_all(tasks, source, settings, workers: int, progress: bool, total: int) 
 
 def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, workers: int | None = None,
             progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None,
-            seed: int = SHUFFLE_SEED) -> dict:
+            seed: int = SHUFFLE_SEED, max_image_bytes: int = MAX_IMAGE_BYTES) -> dict:
     """Prepare ``src`` into ``out`` (see the module docstring); returns a summary dict.
 
     ``workers``: processes (default: every core). ``shard_size``: samples
     per shard (default: about 64 MB of data per shard). ``seed``: of the
-    fixed shuffled order the samples are written in.
+    fixed shuffled order the samples are written in. ``max_image_bytes``:
+    a source image file or tar member larger than this is skipped (listed in
+    skipped.txt) without being read (:data:`alexnet.data.images.MAX_IMAGE_BYTES`).
     """
     t0 = time.perf_counter()
     if size < 1:
         raise UserError(f"--size must be positive, not {size}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
-    source = open_source(src)
+    if max_image_bytes < 1:
+        raise UserError(f"--max-image-bytes must be at least 1, not {max_image_bytes}")
+    source = open_source(src, max_image_bytes)
     if len(source.classes) < 2:
         raise UserError(f"{source.root} holds {len(source.classes)} class ({', '.join(source.classes)}): "
                         "a classifier needs at least two")
     out = Path(out)
-    side, fmt = choose_side(source, size, max_pixels)
+    side, fmt = choose_side(source, size, max_pixels, max_image_bytes)
     channels = source.channels
     per_shard = int(shard_size) if shard_size else samples_per_shard(fmt, side, channels)
     for name, split in source.splits.items():
@@ -287,7 +291,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
         if len(labels) and (labels.min() < 0 or labels.max() >= len(source.classes)):
             raise UserError(f"{source.root}: {name} labels outside 0..{len(source.classes) - 1}")
     settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,
-                "max_pixels": int(max_pixels), "kind": source.kind, "quality": JPEG_QUALITY, "shuffle_seed": int(seed)}
+                "max_pixels": int(max_pixels), "max_image_bytes": int(max_image_bytes), "kind": source.kind, "quality": JPEG_QUALITY, "shuffle_seed": int(seed)}
     fp = fingerprint(source, settings)
     _check_out(out, fp)
     (out / WORK_DIR).mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,20 @@ kind           layout
                ``ROOT/classes.txt`` (``<id> [name]`` per line, label order) if
                present. Samples without an image or a label are listed as
                skipped.
+
+               A sample is all the members of one key in a shard, wherever
+               they lie (``v0.jpg v1.jpg v0.cls v1.cls`` is two samples). A
+               key that is ambiguous is listed as skipped, with every member
+               of it, and none of it is used (never one silently replacing
+               another): one whose extension appears twice in the shard
+               (``a.jpg a.cls ... a.jpg a.cls``, adjacent or not: the
+               reference ``webdataset`` reader would make two samples of
+               non-adjacent repeats, the last one read here would replace
+               the first), or one with two images (``a.png a.jpg``: which
+               is the sample's?). An image member over ``max_image_bytes``
+               (:data:`~alexnet.data.images.MAX_IMAGE_BYTES`, 64 MB by
+               default) is skipped from its tar header's size, without
+               reading it; so is a ``.cls`` member over 64 bytes.
 =============  ==============================================================
 
 Classes are sorted synset / folder ids for file sources and the label order
@@ -61,6 +75,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .images import MAX_IMAGE_BYTES
 from .shards import Member, scan_shard
 
 SPLITS = ("train", "val", "test")
@@ -96,8 +111,10 @@ class Source:
 
 
 # ------------------------------------------------------------------ detect
-def open_source(path: str | os.PathLike) -> Source:
-    """Detect the kind of ``path`` and read its listing (arrays for IDX / CIFAR)."""
+def open_source(path: str | os.PathLike, max_image_bytes: int = MAX_IMAGE_BYTES) -> Source:
+    """Detect the kind of ``path`` and read its listing (arrays for IDX / CIFAR).
+
+    ``max_image_bytes``: tar members of WebDataset shards larger than this are listed as skipped."""
     root = Path(path)
     if not root.exists():
         raise UserError(f"source not found: {root}")
@@ -119,7 +136,7 @@ def open_source(path: str | os.PathLike) -> Source:
         if (base / "train").is_dir() and (not shards or _class_dirs(base / "train")):
             return read_folder(root, base)
     if shards:
-        return read_webdataset(root, shards)
+        return read_webdataset(root, shards, max_image_bytes)
     raise UserError(
         f"{root} is not a known source: expected train/<class>/ folders, ILSVRC-2012, "
         "MNIST-format IDX files, CIFAR python batches or WebDataset .tar shards")
@@ -444,33 +461,59 @@ def webdataset_shards(root: Path) -> dict[str, list[Path]]:
     return {k: v for k, v in found.items() if v}
 
 
-def _shard_samples(path: Path) -> Split:
-    """The samples of one tar shard: (member, label), and the keys that are not samples, as skipped."""
+MAX_LABEL_BYTES = 64  # a .cls member is a class number: anything longer is not read
+
+
+def _shard_samples(path: Path, max_image_bytes: int = MAX_IMAGE_BYTES) -> Split:
+    """The samples of one tar shard: (member, label), and the keys that are not samples, as skipped
+    (see the module docstring: a key is one sample wherever its members lie; an ambiguous key is skipped)."""
     try:
         members = scan_shard(path)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"{path}: not a readable tar file ({e})") from None
     samples: dict[str, dict[str, tuple[str, int, int]]] = {}
+    repeated: dict[str, str] = {}  # key -> its first extension seen twice
+    counts: dict[tuple[str, str], int] = {}
     for key, ext, offset, size in members:
-        samples.setdefault(key, {})[ext.lower()] = (ext, offset, size)
+        parts = samples.setdefault(key, {})
+        if ext.lower() in parts:
+            repeated.setdefault(key, ext)
+        parts[ext.lower()] = (ext, offset, size)
+        counts[key, ext.lower()] = counts.get((key, ext.lower()), 0) + 1
     split = Split(files=[])
     with open(path, "rb") as f:
         for key, parts in samples.items():
             where = f"{path}:{key}"
-            image = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
-            if image is None:
+            if key in repeated:
+                count = counts[key, repeated[key].lower()]
+                split.skipped.append((where, f"member {key}.{repeated[key]} appears {count} times in the shard: "
+                                             "which sample is meant? (none of this key is used)"))
+                continue
+            images = [e for e in IMAGE_EXTENSIONS if e in parts]
+            if not images:
                 split.skipped.append((where, f"no image member (.{', .'.join(IMAGE_EXTENSIONS[:4])}...)"))
+                continue
+            if len(images) > 1:
+                split.skipped.append((where, f"{len(images)} image members (.{', .'.join(images)}) under one key: "
+                                             "which is the sample's?"))
                 continue
             if "cls" not in parts:
                 split.skipped.append((where, "no .cls member (the label)"))
                 continue
             _, offset, size = parts["cls"]
+            if size > MAX_LABEL_BYTES:
+                split.skipped.append((where, f".cls member of {size} bytes: not a class number (not read)"))
+                continue
             f.seek(offset)
             text = f.read(size).strip()
             if not text.isdigit() or len(text) > 9:
                 split.skipped.append((where, f"label {text[:20].decode('ascii', 'replace')!r} is not a class number"))
                 continue
-            ext, offset, size = parts[image]
+            ext, offset, size = parts[images[0]]
+            if size > max_image_bytes:
+                split.skipped.append((where, f"image member {key}.{ext} of {size} bytes, over the limit of "
+                                             f"{max_image_bytes} bytes for one image (not read)"))
+                continue
             split.files.append((Member(str(path), f"{key}.{ext}", offset, size), int(text)))
     return split
 
@@ -488,7 +531,7 @@ def _class_file(root: Path, n: int) -> tuple[list[str], list[str]] | None:
     return ids, [line.partition(" ")[2].strip() or line.partition(" ")[0] for line in lines]
 
 
-def read_webdataset(root: Path, shards: dict[str, list[Path]]) -> Source:
+def read_webdataset(root: Path, shards: dict[str, list[Path]], max_image_bytes: int = MAX_IMAGE_BYTES) -> Source:
     """A folder of WebDataset shards (see the module docstring) as a :class:`Source` of tar members."""
     if "" in shards:
         raise UserError(f"{shards[''][0]}: no split in its name: name shards like train-000000.tar and "
@@ -499,7 +542,7 @@ def read_webdataset(root: Path, shards: dict[str, list[Path]]) -> Source:
     splits = {}
     for name in SPLITS:
         if name in shards:
-            parts = [_shard_samples(p) for p in shards[name]]
+            parts = [_shard_samples(p, max_image_bytes) for p in shards[name]]
             splits[name] = Split(files=[x for part in parts for x in part.files],
                                  skipped=[x for part in parts for x in part.skipped])
     labels = [label for _, label in splits["train"].files]

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -193,6 +194,20 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+_SHORT = reprlib.Repr()
+for _name, _limit in (("maxlevel", 2), ("maxtuple", 4), ("maxlist", 4), ("maxarray", 4), ("maxdict", 4), ("maxset", 4),
+                      ("maxfrozenset", 4), ("maxdeque", 4), ("maxstring", 60), ("maxlong", 40), ("maxother", 40)):
+    setattr(_SHORT, _name, _limit)
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to a few items per level, two levels and ``limit`` characters: an error line stays
+    one short line, and costs little, whatever a recipe's value holds (YAML aliases can nest a value that
+    would print as gigabytes)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise UserError naming ``key``."""
     if isinstance(tp, (types.UnionType,)) or typing.get_origin(tp) is typing.Union:
@@ -207,14 +222,14 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
             except UserError:
                 pass
         names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
-        raise UserError(f"{key} must be {names}, not {value!r}")
+        raise UserError(f"{key} must be {names}, not {short_repr(value)}")
     if tp is float and isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
             number = None
         if number is not None and not math.isfinite(number):
-            raise UserError(f"{key} must be a finite number, not {value!r}")
+            raise UserError(f"{key} must be a finite number, not {short_repr(value)}")
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -222,7 +237,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {value!r}")
+        raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {short_repr(value)}")
     if tp is float and not math.isfinite(value):
         raise UserError(f"{key} must be a finite number, not {value}")
     return float(value) if tp is float else value
@@ -251,7 +266,7 @@ def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
     value = _check_type(dotted, value, fields[key])
     if dotted in CHOICES and value not in CHOICES[dotted]:
         allowed = ", ".join("null" if c is None else str(c) for c in CHOICES[dotted])
-        raise UserError(f"{dotted} must be one of {allowed}, not {value!r}")
+        raise UserError(f"{dotted} must be one of {allowed}, not {short_repr(value)}")
     if dotted in RANGES and value is not None and not RANGES[dotted][0](value):
         raise UserError(f"{dotted} must be {RANGES[dotted][1]}, not {value}")
     setattr(getattr(cfg, section), key, value)
