@@ -130,9 +130,9 @@ e2e_stage() {
 short_stage() {
   local d="$OUT/short"
   rm -rf "$d"
-  $PY -m alexnet.cli.main data synth "$d/src" --size 32 "${DEMO_SYNTH[@]}" --quiet &&
-    $PY -m alexnet.cli.main prepare "$d/src" "$d/prep" --quiet &&
-    $PY -m alexnet.cli.main train --config demo --data "$d/prep" --out "$d/run" --device "$DEV" --quiet \
+  $PY -m alexnet.cli.main data synth "$d/src" --size 32 "${DEMO_SYNTH[@]}" --no-progress &&
+    $PY -m alexnet.cli.main prepare "$d/src" "$d/prep" --no-progress &&
+    $PY -m alexnet.cli.main train --config demo --data "$d/prep" --out "$d/run" --device "$DEV" --no-progress \
       "${DEMO_SETS[@]}" | tee "$d/train.out" &&
     tail -n 1 "$d/train.out" > "$OUT/short.json"
 }

@@ -121,7 +121,7 @@ def e2e_rate(prepared: str, device: torch.device, batch: int, epochs: int, worke
         overrides = [f"data.batch_size={batch}", f"run.epochs={epochs}", f"data.workers={workers}",
                      "run.log_every=10", "run.checkpoint_minutes=0", *sets]
         cmd = [sys.executable, "-m", "alexnet.cli.main", "train", "--config", config, "--data", prepared,
-               "--out", str(run_dir), "--device", str(device), "--quiet"]
+               "--out", str(run_dir), "--device", str(device), "--no-progress"]
         cmd += [a for o in overrides for a in ("--set", o)]
         t0 = time.perf_counter()
         run = subprocess.run(cmd, capture_output=True, text=True)

@@ -138,7 +138,7 @@ def test_fused_step_is_torch_sgd_and_auto_only_on_cuda(prepared, tmp_path):
 
 # ---------------------------------------------------------------- on a GPU
 def _cli_train(*args, env=None):
-    run = subprocess.run([sys.executable, "-m", "alexnet.cli.main", "train", "--quiet", *args], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "alexnet.cli.main", "train", "--no-progress", *args], capture_output=True,
                          text=True, timeout=600, env={**os.environ, **(env or {})})
     return run
 

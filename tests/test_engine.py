@@ -58,7 +58,7 @@ def test_paper_biases_learn_too(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_kill_and_resume_is_exact(prepared, tmp_path):
-    common = ["train", "--data", str(prepared), "--quiet"] + [a for s in TINY + ["run.checkpoint_steps=3", "run.deterministic=true"] for a in ("--set", s)]
+    common = ["train", "--data", str(prepared), "--no-progress"] + [a for s in TINY + ["run.checkpoint_steps=3", "run.deterministic=true"] for a in ("--set", s)]
     full = run_cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     # Die (SIGKILL) at step 7 of 12: the last checkpoint is from step 6, mid-epoch 2.
@@ -76,7 +76,7 @@ def test_kill_and_resume_is_exact(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_resume_mid_epoch_is_exact(prepared, tmp_path):
-    common = ["train", "--data", str(prepared), "--quiet"] + [a for s in TINY + ["run.checkpoint_steps=4"] for a in ("--set", s)]
+    common = ["train", "--data", str(prepared), "--no-progress"] + [a for s in TINY + ["run.checkpoint_steps=4"] for a in ("--set", s)]
     assert run_cli(*common, "--out", str(tmp_path / "full")).returncode == 0
     killed = run_cli(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "5"})
     assert killed.returncode != 0
@@ -176,14 +176,14 @@ def test_mismatched_checkpoint_refused(trained, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(run, other)
     # Resume a run whose checkpoint holds another model.
-    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--quiet",
+    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--no-progress",
                 *[a for s in TINY + ["model.name=alexnet"] for a in ("--set", s)]]) == 2
     assert "holds model 'alexnet-small'" in capsys.readouterr().err
     # A checkpoint with another class count.
     ck = load_checkpoint(run / "last.ckpt")
     ck["model"]["options"]["num_classes"] = 7
     save_checkpoint(other / "last.ckpt", ck)
-    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--quiet",
+    assert cli(["train", "--data", str(prepared), "--out", str(other), "--resume", "--no-progress",
                 *[a for s in TINY for a in ("--set", s)]]) == 2
     assert "7 classes" in capsys.readouterr().err
     assert cli(["eval", str(other / "last.ckpt"), "--data", str(prepared), "--device", "cpu"]) == 2
@@ -251,7 +251,7 @@ def _torchrun_train(prepared, out, sets):
     """``alexnet train`` in two CPU processes under torchrun; each rank's lines prefixed ``[default<rank>]:``."""
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            "--tee", "3", "-m", "alexnet.cli.main", "train", "--data", str(prepared), "--out", str(out),
-                           "--quiet", *sets], capture_output=True, text=True, timeout=600,
+                           "--no-progress", *sets], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -269,7 +269,7 @@ def _rank_lines(stderr: str, keep: int = 60) -> str:
 def test_ddp_two_processes_match_one(prepared, tmp_path):
     cfg = TINY + ["model.dropout=0.0", "run.epochs=1"]
     sets = [a for s in cfg for a in ("--set", s)]
-    one = run_cli("train", "--data", str(prepared), "--out", str(tmp_path / "one"), "--quiet", *sets)
+    one = run_cli("train", "--data", str(prepared), "--out", str(tmp_path / "one"), "--no-progress", *sets)
     assert one.returncode == 0, one.stderr
     out = tmp_path / "two"
     two = _torchrun_train(prepared, out, sets)

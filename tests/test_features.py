@@ -23,7 +23,7 @@ from helpers import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS
 def test_features_cli_shape_files_and_determinism(trained, tmp_path, capsys):
     out = tmp_path / "feats" / "val.npy"
     assert cli(["features", str(trained["ckpt"]), "--data", str(trained["prep"]), "--split", "val",
-                "--out", str(out), "--quiet", "--workers", "0", "--device", "cpu"]) == 0
+                "--out", str(out), "--no-progress", "--workers", "0", "--device", "cpu"]) == 0
     n = CLASSES * VAL_PER_CLASS
     fs = read_features(out)
     assert isinstance(fs.features, np.memmap) and fs.features.shape == (n, 256) and fs.features.dtype == np.float32
@@ -76,7 +76,7 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys):
         ["neighbors", ck, "--data", prep],
     ]
     for argv in bad:
-        assert cli(argv + ["--quiet", "--device", "cpu"]) == 2, argv
+        assert cli(argv + ["--no-progress", "--device", "cpu"]) == 2, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(bad) and all(line.startswith("alexnet ") and ": error: " in line for line in err), err
     assert "fc99" in err[0] and "fc7" in err[0]  # names the known layers
@@ -122,7 +122,7 @@ def test_indexed_image_is_its_own_nearest_neighbour(trained, capsys):
     # a training image given as a file: preprocessed like the eval transform, found at distance ~0
     query = sorted((trained["src"] / "train" / "ring").glob("*.jpg"))[3]
     assert cli(["neighbors", str(trained["ckpt"]), "--data", str(trained["prep"]), "--query", str(query),
-                "-k", "4", "--json", "--quiet", "--workers", "0", "--device", "cpu"]) == 0
+                "-k", "4", "--json", "--no-progress", "--workers", "0", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert len(res) == 1 and res[0]["query"] == str(query)
     nbs = res[0]["neighbors"]
@@ -141,6 +141,6 @@ def test_evaluate_fc7_against_pixels(trained, capsys):
         for key in ("nn1_acc", "knn_acc", "precision_at_k"):
             assert 0.0 <= r[space][key] <= 1.0
     assert cli(["neighbors", str(trained["ckpt"]), "--data", str(trained["prep"]), "--evaluate", "train",
-                "-k", "3", "--json", "--quiet", "--no-pixels", "--workers", "0", "--device", "cpu"]) == 0
+                "-k", "3", "--json", "--no-progress", "--no-pixels", "--workers", "0", "--device", "cpu"]) == 0
     loo = json.loads(capsys.readouterr().out)
     assert loo["split"] == "train" and "pixels" not in loo and loo["fc7"]["nn1_acc"] < 1.0  # leave-one-out

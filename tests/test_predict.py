@@ -84,7 +84,7 @@ def test_confusion_and_figures(trained, tmp_path):
                 "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "q.png")]) == 0
     png_ok(tmp_path / "q.png")
     assert cli(["neighbors", ck, "--data", prep, "--query", str(val_images(trained, 1)[0]), "--workers", "0",
-                "--device", "cpu", "--quiet", "--out", str(tmp_path / "nb")]) == 0
+                "--device", "cpu", "--no-progress", "--out", str(tmp_path / "nb")]) == 0
     png_ok(tmp_path / "nb" / "neighbors.png")
     assert len(json.loads((tmp_path / "nb" / "neighbors.json").read_text())[0]["neighbors"]) == 6
 

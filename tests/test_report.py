@@ -57,14 +57,14 @@ def test_report_of_an_empty_run_folder(tmp_path, capsys):
     run.mkdir()
     (run / "eval.json").write_text(json.dumps({"center": {"count": 10, "top1_acc": 0.5, "top5_acc": 0.9,
                                                           "top1_err": 0.5, "top5_err": 0.1}}))
-    assert cli(["report", str(run), "--quiet"]) == 0
+    assert cli(["report", str(run), "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == str(run / "report.html")
     page = (run / "report.html").read_text()
     assert embedded_pngs(page) == []
     assert "metrics.jsonl not found" in page and "config.yaml not found" in page
     assert "no checkpoint" in page
     assert re.search(r"<td>50\.00%</td>", page)  # centre-crop top-1 from eval.json
-    assert "not evaluated" in page  # no 10-crop entry
+    assert "not evaluated" in page  # no 10-patch entry
 
 
 def test_report_user_errors(tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_full_report_embeds_every_figure(trained, tmp_path, monkeypatch):
     pngs = embedded_pngs(page)
     assert len(pngs) == 4  # curves, filters, neighbours, confusion
     assert 'class="note"' not in page  # nothing missing
-    assert "pixels" in page and "fc7" in page and "55.00%" in page  # kNN table, 10-crop error
+    assert "pixels" in page and "fc7" in page and "55.00%" in page  # kNN table, 10-patch error
     knn = json.loads((run / "knn.json").read_text())
     assert set(knn) >= {"fc7", "pixels", "count", "k"} and knn["k"] == 3
     # on ImageNet-sized data the raw-pixel baseline is left out of the report, and the page says so

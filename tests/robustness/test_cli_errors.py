@@ -267,7 +267,7 @@ def test_real_process_prints_one_line(argv, ws):
 def test_demo_bad_set_generates_nothing(ws, capsys):
     """Issue 14: demo --set nosection.x=1 generated and prepared 6,011 files before saying no."""
     out = ws["w"] / "demo-out"
-    assert main(["demo", "--quiet", "--out", str(out), "--set", "nosection.x=1"]) == 2
+    assert main(["demo", "--no-progress", "--out", str(out), "--set", "nosection.x=1"]) == 2
     assert not out.exists()
 
 
@@ -290,7 +290,7 @@ def test_resume_with_a_changed_model_says_what_differs(ws, tiny, capsys):
     shutil.copytree(tiny.run, run)
     from fault_kit import TINY
 
-    argv = ["train", "--data", str(tiny.prep), "--out", str(run), "--resume", "--quiet"]
+    argv = ["train", "--data", str(tiny.prep), "--out", str(run), "--resume", "--no-progress"]
     assert main(argv + [a for s in TINY + ["model.width=0.5"] for a in ("--set", s)]) == 2
     assert "size mismatch" in capsys.readouterr().err
 
@@ -304,7 +304,7 @@ def test_training_without_validation_says_so(ws, tiny, capsys):
     meta = json.loads((prep / "meta.json").read_text())
     del meta["splits"]["val"]
     (prep / "meta.json").write_text(json.dumps(meta))
-    argv = ["train", "--data", str(prep), "--out", str(ws["w"] / "noval-run"), "--quiet"]
+    argv = ["train", "--data", str(prep), "--out", str(ws["w"] / "noval-run"), "--no-progress"]
     assert main(argv + [a for s in TINY + ["run.epochs=1"] for a in ("--set", s)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out.splitlines()[-1])["best_top1_err"] is None  # strict JSON: no Infinity

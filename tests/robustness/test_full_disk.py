@@ -66,7 +66,7 @@ def test_train_on_a_full_disk_is_one_line(tiny, tmp_path, monkeypatch, capsys):
     before = digest(run / "last.ckpt")
     fill_disk_after(monkeypatch, 4096)
     TALLY["disk"]["tried"] += 1
-    argv = ["train", "--data", str(tiny.prep), "--out", str(run), "--resume", "--quiet"]
+    argv = ["train", "--data", str(tiny.prep), "--out", str(run), "--resume", "--no-progress"]
     assert main(argv + [a for s in TINY + ["run.epochs=2"] for a in ("--set", s)]) == 2
     err = capsys.readouterr().err.splitlines()
     left = list(run.glob(".*.tmp"))

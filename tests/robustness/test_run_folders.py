@@ -45,7 +45,7 @@ def sets(*overrides: str) -> list[str]:
 
 
 def run_case(argv: list[str], capsys, outside: list[Path], error: str | None = None,
-             flags: tuple[str, ...] = ("--device", "cpu", "--quiet")) -> tuple[int, str]:
+             flags: tuple[str, ...] = ("--device", "cpu", "--no-progress")) -> tuple[int, str]:
     """Run ``alexnet ARGV``; ``error``: words the one-line error must hold (None: the command must succeed).
 
     Tallies the case: clean one-line errors, correct successes, tracebacks, silent (exit 0 where an error was
@@ -144,7 +144,7 @@ def test_feature_cache_deletes_only_what_it_wrote(tiny, tmp_path, capsys):
 def test_second_train_into_a_busy_folder_names_the_holder(tiny, tmp_path, capsys):
     run = tmp_path / "run"
     argv = train_argv(tiny.prep, run, *sets("run.epochs=40", "run.threads=1"))
-    first = subprocess.Popen([sys.executable, "-m", "alexnet.cli.main", *argv, "--device", "cpu", "--quiet"],
+    first = subprocess.Popen([sys.executable, "-m", "alexnet.cli.main", *argv, "--device", "cpu", "--no-progress"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -248,7 +248,7 @@ def test_killed_and_resumed_ablation_is_summarised(tiny, tmp_path, capsys):
     out = tmp_path / "ablate"
     argv = ["ablate", "--data", str(tiny.prep), "--study", "pooling", "--seeds", "1", "--epochs", "2",
             "--out", str(out), *sets("run.precision=fp32", "run.threads=1")]
-    script = KILL_ABLATE.format(here=str(Path(__file__).parent), argv=argv + ["--quiet", "--device", "cpu"])
+    script = KILL_ABLATE.format(here=str(Path(__file__).parent), argv=argv + ["--no-progress", "--device", "cpu"])
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 9, r.stderr[-2000:]  # killed by SIGKILL
@@ -292,7 +292,7 @@ def test_ddp_train_into_a_busy_folder_stops_every_rank(tiny, tmp_path):
     TALLY["runs"]["tried"] += 1
     with lock_folder(run):
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            "-m", "alexnet.cli.main", "train", "--data", str(tiny.prep), "--out", str(run), "--quiet",
+                            "-m", "alexnet.cli.main", "train", "--data", str(tiny.prep), "--out", str(run), "--no-progress",
                             *sets("run.epochs=1")], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     TALLY["runs"]["silent"] += r.returncode == 0

@@ -134,7 +134,7 @@ def crafted(tiny, tmp_path_factory):
 def command(split, folder, ckpt, out):
     if split == "val":
         return ["eval", str(ckpt), "--data", str(folder), "--device", "cpu"]
-    return ["train", "--data", str(folder), "--out", str(out), "--device", "cpu", "--quiet",
+    return ["train", "--data", str(folder), "--out", str(out), "--device", "cpu", "--no-progress",
             *[a for s in TINY + ["run.epochs=1"] for a in ("--set", s)]]
 
 

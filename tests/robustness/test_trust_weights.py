@@ -208,7 +208,7 @@ def test_resume_refuses_a_checkpoint_of_other_classes(tiny, tmp_path, capsys):
     (prep / "meta.json").write_text(json.dumps(meta))
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run)
-    argv = ["train", "--data", str(prep), "--out", str(run), "--resume", "--quiet"]
+    argv = ["train", "--data", str(prep), "--out", str(run), "--resume", "--no-progress"]
     argv += [a for s in TINY for a in ("--set", s)]
     _run_clean(argv, "trained on other classes: output 1 is 'c1' there and 'ring' in the data", capsys,
                [run / "last.ckpt"])

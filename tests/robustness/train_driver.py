@@ -172,7 +172,7 @@ def child(argv: list[str], moment: dict | None = None, log: Path | None = None, 
 
 def train_argv(spec: dict, out: Path, resume: bool) -> list[str]:
     """``--resume`` when asked; else ``--force`` over what a run killed before its first checkpoint left."""
-    argv = ["train", "--data", spec["data"], "--out", str(out), "--quiet"]
+    argv = ["train", "--data", spec["data"], "--out", str(out), "--no-progress"]
     argv += [a for s in spec["overrides"] for a in ("--set", s)]
     return argv + (["--resume"] if resume else ["--force"] if out.exists() else [])
 

@@ -1,12 +1,14 @@
 """The ``alexnet`` command. Each subcommand is a module here with ``add_parser``."""
 
+import argparse
 import sys
 
 
 def add_progress_flag(parser, what: str = "progress bars") -> None:
-    """``--no-progress`` (``--quiet`` is the same flag): one spelling for every command."""
-    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+    """``--no-progress``: one spelling for every command (``--quiet`` still works, undocumented, for old scripts)."""
+    parser.add_argument("--no-progress", dest="no_progress", action="store_true",
                         help=f"no {what} (they are off anyway when stderr is not a terminal)")
+    parser.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_device_flag(parser, run_config: bool = False) -> None:

@@ -9,7 +9,7 @@ from . import add_device_flag, add_progress_flag, add_workers_flag, show_progres
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="self-contained HTML report of a run (config, curves, metrics, figures)",
                        description="Write RUN_DIR/report.html: config, training curves, final metrics (centre "
-                                   "and 10-crop), conv1 kernels, fc7 neighbours, kNN scores and confusion matrix, "
+                                   "and 10-patch), conv1 kernels, fc7 neighbours, kNN scores and confusion matrix, "
                                    "figures embedded as base64 PNG. Missing parts are noted in the page.")
     p.add_argument("run", metavar="RUN_DIR", help="run folder written by alexnet train")
     p.add_argument("--data", help="prepared data folder for neighbours, kNN and confusion matrix")

@@ -47,7 +47,7 @@ __all__ = ["TTA", "TTA_VIEWS", "Checkpoint", "average_views", "checkpoint_stats"
 
 def average_views(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """``fn(images)`` for a ``B x C x H x W`` batch; for ``B x V x C x H x W`` (V views of each image,
-    the 10-crop test), ``fn`` of all ``B * V`` views at once, averaged over each image's views."""
+    the 10-patch test), ``fn`` of all ``B * V`` views at once, averaged over each image's views."""
     if images.dim() != 5:
         return fn(images)
     b, v = images.shape[:2]
@@ -112,7 +112,7 @@ def _read_image(path: str | os.PathLike, spec: dict[str, Any], stats: dict[str, 
 
 
 def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center", model=None) -> torch.Tensor:
-    """``C x H x W`` (``10 x C x H x W`` for 10-crop) input for one image file, as checkpoint dict ``ckpt`` expects it."""
+    """``C x H x W`` (``10 x C x H x W`` for 10-patch) input for one image file, as checkpoint dict ``ckpt`` expects it."""
     return _read_image(path, eval_transform(ckpt, model), checkpoint_stats(ckpt), tta)
 
 
@@ -165,7 +165,7 @@ class Checkpoint:
         return checkpoint_stats(self.info)
 
     def preprocess(self, image: str | os.PathLike, tta: str = "center") -> torch.Tensor:
-        """``C x H x W`` (``10 x C x H x W`` for 10-crop) input for one image file; a bad file is a :class:`UserError`."""
+        """``C x H x W`` (``10 x C x H x W`` for 10-patch) input for one image file; a bad file is a :class:`UserError`."""
         return _read_image(image, self.transform, self.stats, tta)
 
     def eval_loader(self, data: str | os.PathLike, split: str, *, batch_size: int = 256, workers: int | None = None,
@@ -199,5 +199,5 @@ class Checkpoint:
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities on the CPU: ``B x C x H x W`` -> ``B x K``; of ``B x V x C x H x W`` views,
-        the softmax averaged over each image's views (the paper's 10-crop test)."""
+        the softmax averaged over each image's views (the paper's 10-patch test)."""
         return average_views(lambda x: torch.softmax(self.model(x.to(self.device)).float(), 1), images).cpu()

@@ -4,7 +4,7 @@
 checkpoint's :meth:`~alexnet.engine.inference.Checkpoint.eval_loader`: no
 dropout; the checkpoint's eval transform, e.g. shorter side 256, centre
 crop, mean subtraction) and keeps one layer's activation of every image, in
-memory or in the files of :mod:`alexnet.features.store`. 10-crop batches
+memory or in the files of :mod:`alexnet.features.store`. 10-patch batches
 give each image the mean over its ten patches.
 
 The layer ``pixels`` is the preprocessed input itself, flattened (the

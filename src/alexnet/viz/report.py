@@ -1,7 +1,7 @@
 """``write_report(run_dir)``: one self-contained HTML page about a training run.
 
 The page (``RUN_DIR/report.html``) holds the resolved config, the training
-curves, the final metrics (centre crop and 10-crop, from ``eval.json``), the
+curves, the final metrics (centre crop and 10-patch, from ``eval.json``), the
 conv1 kernels (Figure 3), nearest neighbours in fc7 space (Figure 4), the kNN
 comparison of fc7 and pixel distances, and the confusion matrix. Figures are
 embedded as base64 PNG, so the page is one file that opens anywhere, offline.
@@ -266,7 +266,7 @@ def _metrics(page: _Page, run: _Run) -> None:
                  "40.7% top-1 / 18.2% top-5 error.</p>")
     else:
         page.add(_note(run.eval_problem or "eval.json not found: the run has not been evaluated "
-                                           "(alexnet eval writes the centre and 10-crop figures)."))
+                                           "(alexnet eval writes the centre and 10-patch figures)."))
     stored = run.checkpoint.info.get("metrics") if run.checkpoint is not None else None
     if isinstance(stored, dict) and stored:
         m = {k2: (_pct(v) if "err" in k2 or "acc" in k2 else v) for k2, v in stored.items()
