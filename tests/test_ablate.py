@@ -50,8 +50,8 @@ def test_time_to_target_interpolates_inside_the_epoch():
 
 
 def _row(arm, seed, err, train_err=0.05, to=None):
-    return {"study": "x", "arm": arm, "group": arm.split()[0], "seed": seed, "test_top1_err": err,
-            "best_test_top1_err": err, "best_epoch": 3, "train_top1_err": train_err, "train_loss": 0.3,
+    return {"study": "x", "arm": arm, "group": arm.split()[0], "seed": seed, "val_top1_err": err,
+            "best_val_top1_err": err, "best_epoch": 3, "train_top1_err": train_err, "train_loss": 0.3,
             "first_epoch_train_loss": 0.9, "curve": [], "train_err_curve": [], "steps_per_epoch": 10,
             "to_target": to or {"reached": True, "epochs": 1.0, "seconds": 5.0, "step": 10}}
 
@@ -95,7 +95,7 @@ def test_study_trains_every_arm_and_resumes(prepared, tmp_path):
                      announce=False)
     assert [(r["arm"], r["seed"]) for r in rows] == [(a.label, s) for a in study.arms for s in (0, 1)]
     for r in rows:
-        assert r["epochs"] == 2 and 0 <= r["test_top1_err"] <= 1 and 0 <= r["train_top1_err"] <= 1
+        assert r["epochs"] == 2 and 0 <= r["val_top1_err"] <= 1 and 0 <= r["train_top1_err"] <= 1
         assert (run_dir(tmp_path, study, study.arms[0], 0) / "result.json").is_file()
     # different seeds, different runs; same seed, different arms, different runs
     assert rows[0]["train_loss"] != rows[1]["train_loss"] and rows[0]["train_loss"] != rows[2]["train_loss"]
@@ -119,7 +119,7 @@ def test_study_trains_every_arm_and_resumes(prepared, tmp_path):
 
     rerun = run_study(study, prepared, tmp_path, config="ablate", seeds=2, epochs=2, overrides=tiny,
                       announce=False, fit=spy)
-    assert calls == [True] and rerun[-1]["test_top1_err"] == rows[-1]["test_top1_err"]
+    assert calls == [True] and rerun[-1]["val_top1_err"] == rows[-1]["val_top1_err"]
     assert summarize_run(folder)["epochs"] == 2
 
 
@@ -144,11 +144,11 @@ def test_a_run_another_study_already_made_is_reused_not_trained(prepared, tmp_pa
                        overrides=tiny, announce=False, fit=spy)
     assert trained == [1, 1]
     assert towers[0]["same_run_as"] == "pooling/3-2-overlapping/seed-0"
-    for key in ("test_top1_err", "train_loss", "curve"):
+    for key in ("val_top1_err", "train_loss", "curve"):
         assert towers[0][key] == pooling[0][key]
     shared = run_dir(tmp_path, STUDIES["towers"], STUDIES["towers"].arms[0], 0)
     assert (shared / "last.ckpt").is_file() and summarize_run(shared)["epochs"] == 1
-    assert "same_run_as" not in towers[1] and towers[1]["test_top1_err"] is not None
+    assert "same_run_as" not in towers[1] and towers[1]["val_top1_err"] is not None
 
     # A run made in another precision (or on other data) is not the same run.
     source = run_dir(tmp_path, STUDIES["pooling"], STUDIES["pooling"].arms[0], 0)

@@ -149,15 +149,15 @@ def summarize_run(folder: Path, fit_result: dict | None = None) -> dict:
     return {
         "epochs": len(epochs),
         "steps_per_epoch": epochs[0]["step"],
-        "test_top1_err": last.get("val_top1_err"),
-        "best_test_top1_err": min(errs) if errs else None,
+        "val_top1_err": last.get("val_top1_err"),
+        "best_val_top1_err": min(errs) if errs else None,
         "best_epoch": best_epoch,
         "train_top1_err": last.get("train_top1_err"),
         "train_loss": last["train_loss"],
         "first_epoch_train_loss": epochs[0]["train_loss"],
         "train_seconds": sum(e["epoch_time_s"] for e in epochs),
         "curve": [{"epoch": e["epoch"] + 1, "train_loss": e["train_loss"], "train_top1_err": e.get("train_top1_err"),
-                   "test_top1_err": e.get("val_top1_err")} for e in epochs],
+                   "val_top1_err": e.get("val_top1_err")} for e in epochs],
         "to_target": time_to_target(steps, epochs),
         "train_err_curve": [(s["step"], s.get("train_top1_err")) for s in steps],
     }
@@ -217,8 +217,8 @@ def run_study(study: Study, data: str | os.PathLike, out: str | os.PathLike, *, 
                "overrides": [*study.common, *overrides, *arm.overrides], **summarize_run(folder, result)}
         atomic_write(done, (dumps(row, indent=1) + "\n").encode())
         if announce:
-            err = row["test_top1_err"]
-            print(f"{tag}: test top-1 err {err:.2%}" if err is not None else f"{tag}: finished",
+            err = row["val_top1_err"]
+            print(f"{tag}: val top-1 err {err:.2%}" if err is not None else f"{tag}: finished",
                   file=sys.stderr, flush=True)
         rows.append(row)
     return rows

@@ -9,14 +9,14 @@ study          the paper's claim (Krizhevsky et al. 2012)                     me
 relu-vs-tanh   ReLU nets reach 25% training error six times faster than       epochs and seconds to 25%
                tanh nets (CIFAR-10, four-layer CNN, no regularization,        training error, best lr of
                learning rate tuned for each)                                  a grid per activation
-lrn            LRN: -1.4% top-1 error (ImageNet); 13% -> 11% (CIFAR-10)       test top-1 error
-pooling        overlapping 3/2 pooling: -0.4% top-1 vs 2/2; slightly harder  test top-1 error, train-test
+lrn            LRN: -1.4% top-1 error (ImageNet); 13% -> 11% (CIFAR-10)       val top-1 error
+pooling        overlapping 3/2 pooling: -0.4% top-1 vs 2/2; slightly harder  val top-1 error, train-val
                to overfit                                                     gap
-dropout        without dropout the net overfits substantially; with it,       test top-1 error, train-test
+dropout        without dropout the net overfits substantially; with it,       val top-1 error, train-val
                convergence takes about twice the iterations                   gap, epochs to best
-pca            PCA lighting: -1% top-1 error                                  test top-1 error
+pca            PCA lighting: -1% top-1 error                                  val top-1 error
 bias-init      biases of 1 speed up the early stage of learning               training loss after epoch 1
-towers         two towers vs a single tower: -1.7% top-1 error (paper: of     test top-1 error
+towers         two towers vs a single tower: -1.7% top-1 error (paper: of     val top-1 error
                half the width); here also one tower of the same total width
 =============  =============================================================  ==========================
 """
@@ -42,8 +42,8 @@ class Study:
     claim: str
     arms: tuple[Arm, ...]
     common: tuple[str, ...] = ()  # overrides every arm of the study shares
-    # what the table reports: "test" (test error and train-test gap) or "time-to-target" (relu-vs-tanh)
-    kind: str = "test"
+    # what the table reports: "val" (val error and train-val gap) or "time-to-target" (relu-vs-tanh)
+    kind: str = "val"
     paper: dict = field(default_factory=dict)  # arm label -> the paper's figure, for the table
 
 

@@ -71,20 +71,20 @@ def markdown(study: Study, rows: list[dict]) -> str:
         return "\n".join(head + lines) + "\n"
     first = study.arms[0].label
     base = {r["seed"]: r for r in arms[first]}
-    lines = ["", "| arm | test top-1 err (last epoch) | vs first arm | best test err | train err | "
-                 "test - train | epoch of best | loss after epoch 1 | the paper |",
+    lines = ["", "| arm | val top-1 err (last epoch) | vs first arm | best val err | train err | "
+                 "val - train | epoch of best | loss after epoch 1 | the paper |",
              "|---|---|---|---|---|---|---|---|---|"]
     for label, runs in arms.items():
         if not runs:
             continue
-        diffs = [r["test_top1_err"] - base[r["seed"]]["test_top1_err"] for r in runs
-                 if r["seed"] in base and r["test_top1_err"] is not None
-                 and base[r["seed"]]["test_top1_err"] is not None]
-        gaps = [r["test_top1_err"] - r["train_top1_err"] for r in runs
-                if r["test_top1_err"] is not None and r["train_top1_err"] is not None]
+        diffs = [r["val_top1_err"] - base[r["seed"]]["val_top1_err"] for r in runs
+                 if r["seed"] in base and r["val_top1_err"] is not None
+                 and base[r["seed"]]["val_top1_err"] is not None]
+        gaps = [r["val_top1_err"] - r["train_top1_err"] for r in runs
+                if r["val_top1_err"] is not None and r["train_top1_err"] is not None]
         lines.append(
-            f"| {label} | {_ms([r['test_top1_err'] for r in runs])} | "
-            f"{'' if label == first else _signed(diffs)} | {_ms([r['best_test_top1_err'] for r in runs])} | "
+            f"| {label} | {_ms([r['val_top1_err'] for r in runs])} | "
+            f"{'' if label == first else _signed(diffs)} | {_ms([r['best_val_top1_err'] for r in runs])} | "
             f"{_ms([r['train_top1_err'] for r in runs])} | {_ms(gaps)} | "
             f"{_ms([r['best_epoch'] for r in runs], pct=False, digits=1)} | "
             f"{_ms([r['first_epoch_train_loss'] for r in runs], pct=False, digits=3)} | "
@@ -100,7 +100,7 @@ def _signed(diffs: list[float]) -> str:
 
 
 def figure(study: Study, rows: list[dict]):
-    """Figure 1 of the paper for relu-vs-tanh (training error against epochs); test error curves otherwise."""
+    """Figure 1 of the paper for relu-vs-tanh (training error against epochs); val error curves otherwise."""
     from ..viz.figures import _figure
 
     fig = _figure(6.4, 4.0)
@@ -121,12 +121,12 @@ def figure(study: Study, rows: list[dict]):
         for i, (label, runs) in enumerate(arms.items()):
             for r in runs:
                 xs = [c["epoch"] for c in r["curve"]]
-                ax.plot(xs, [c["test_top1_err"] for c in r["curve"]], color=f"C{i}", lw=1,
+                ax.plot(xs, [c["val_top1_err"] for c in r["curve"]], color=f"C{i}", lw=1,
                         label=label if r is runs[0] else None)
                 if all(c["train_top1_err"] is not None for c in r["curve"]):
                     ax.plot(xs, [c["train_top1_err"] for c in r["curve"]], color=f"C{i}", lw=0.8, ls=":")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("top-1 error (solid: test, dotted: train)")
+        ax.set_ylabel("top-1 error (solid: val, dotted: train)")
     ax.set_title(study.name)
     ax.legend(fontsize=8)
     return fig

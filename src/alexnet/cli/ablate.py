@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import add_device_flag, add_progress_flag, device_override, show_progress
 
 # Epochs per run when --epochs is not given: the activation study stops early (it measures the
-# time to 25% training error); the others compare test error after a short, fixed schedule.
+# time to 25% training error); the others compare val error after a short, fixed schedule.
 DEFAULT_EPOCHS = {"relu-vs-tanh": 2}
 DEFAULT_BASE_EPOCHS = 5
 
