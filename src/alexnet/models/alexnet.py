@@ -389,14 +389,14 @@ class AlexNet(nn.Module):
         self._register_load_state_dict_pre_hook(load_hook)
 
 
-_ON = ("on", "true", "1", "yes")
-_OFF = ("off", "false", "0", "no")
+LRN_CHOICES = ("on", "off")  # or a bool, as a YAML recipe gives it
+POOL_CHOICES = ("overlap", "2/2")  # 3/2 overlapping (the paper) | 2/2 (the paper's baseline)
 
 
 def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
     """Apply the user-facing options every variant takes to a config.
 
-    ``lrn``: on | off (or a bool); ``pool``: overlap | 3/2 | 2/2 | nonoverlap;
+    ``lrn``: on | off (or a bool); ``pool``: overlap (3/2) | 2/2;
     ``dropout``: p; ``width``: channel multiplier; ``towers``: 1 | 2;
     ``activation``: relu | tanh; ``lrn_alpha``: LRN's alpha in the variant's
     form (the paper's 1e-4 on the window sum; 1e-4 x 255^2 gives LRN on [0, 1]
@@ -413,20 +413,15 @@ def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
         if value is None:
             continue
         if key == "lrn":
-            v = str(value).lower()
-            if v not in _ON + _OFF:
+            if not isinstance(value, bool) and value not in LRN_CHOICES:
                 raise ValueError(f"lrn must be on or off, not {value!r}")
-            kw["lrn"] = (cfg.lrn or LRNSpec()) if v in _ON else None
+            kw["lrn"] = (cfg.lrn or LRNSpec()) if value in (True, "on") else None
         elif key == "lrn_alpha":
             continue  # applied below, after lrn on/off
         elif key == "pool":
-            v = str(value).lower()
-            if v in ("overlap", "3/2", "overlapping"):
-                kw["pool_kernel"], kw["pool_stride"] = 3, 2
-            elif v in ("2/2", "nonoverlap", "non-overlapping"):
-                kw["pool_kernel"], kw["pool_stride"] = 2, 2
-            else:
+            if value not in POOL_CHOICES:
                 raise ValueError(f"pool must be overlap (3/2) or 2/2, not {value!r}")
+            kw["pool_kernel"], kw["pool_stride"] = (3, 2) if value == "overlap" else (2, 2)
         elif key == "activation":
             _act(value)
             kw["activation"] = value
