@@ -62,6 +62,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ import torch
 
 from .. import models
 from ..checkpoint import make_checkpoint, save_checkpoint
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..fileio import require_file
 
 MODEL_NAME = "alexnet-caffe"
@@ -103,6 +104,14 @@ class ProtoError(ValueError):
 
 
 # ====================================================================== wire format
+MAX_DIM = 2**31 - 1  # Caffe's blob dimensions and counts are ints (Blob::Reshape checks them against INT_MAX)
+# What a damaged file can raise from the decoding itself (a length that is no whole number of values, a
+# value of the wrong kind, nesting past Python's stack): reported as the file's fault in one line. The
+# readers below check what they can first, so this is the net under them, not the way they report.
+DECODE_ERRORS = (struct.error, ValueError, IndexError, UnicodeDecodeError, OverflowError, RecursionError,
+                 MemoryError)
+
+
 def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -112,10 +121,44 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
-            return value, pos
+            return value & 0xFFFFFFFFFFFFFFFF, pos  # protobuf keeps the low 64 bits
         shift += 7
         if shift > 63:
             raise ProtoError(f"varint longer than 10 bytes at byte {pos}")
+
+
+def _signed(value: int, bits: int = 64) -> int:
+    """A varint as protobuf's int64 / int32 (negative numbers are sign-extended to 64 bits)."""
+    value = value - 2**64 if value >= 2**63 else value
+    if bits == 32 and not -2**31 <= value < 2**31:
+        raise ProtoError(f"int32 field holds {value}")
+    return value
+
+
+def _field(buf: memoryview, pos: int, end: int) -> tuple[int, int, object, int]:
+    """``(field number, wire type, value, position after it)`` of the field at ``pos``."""
+    key, pos = _varint(buf, pos, end)
+    number, wire = key >> 3, key & 7
+    if number == 0:
+        raise ProtoError(f"field number 0 at byte {pos}")
+    if wire == 0:
+        value, pos = _varint(buf, pos, end)
+    elif wire == 1:
+        if pos + 8 > end:
+            raise ProtoError(f"truncated fixed64 at byte {pos}")
+        value, pos = bytes(buf[pos:pos + 8]), pos + 8
+    elif wire == 2:
+        n, pos = _varint(buf, pos, end)
+        if n > end - pos:
+            raise ProtoError(f"field {number} of {n} bytes runs past the end at byte {pos}")
+        value, pos = (pos, pos + n), pos + n
+    elif wire == 5:
+        if pos + 4 > end:
+            raise ProtoError(f"truncated fixed32 at byte {pos}")
+        value, pos = bytes(buf[pos:pos + 4]), pos + 4
+    else:  # 3, 4 (groups: never in caffe.proto), 6, 7 (invalid)
+        raise ProtoError(f"wire type {wire} at byte {pos}")
+    return number, wire, value, pos
 
 
 def fields(buf: memoryview, start: int = 0, end: int | None = None):
@@ -128,27 +171,7 @@ def fields(buf: memoryview, start: int = 0, end: int | None = None):
     end = len(buf) if end is None else end
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ProtoError(f"field number 0 at byte {pos}")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            if pos + 8 > end:
-                raise ProtoError(f"truncated fixed64 at byte {pos}")
-            value, pos = bytes(buf[pos:pos + 8]), pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            if pos + n > end:
-                raise ProtoError(f"field {number} of {n} bytes runs past the end at byte {pos}")
-            value, pos = (pos, pos + n), pos + n
-        elif wire == 5:
-            if pos + 4 > end:
-                raise ProtoError(f"truncated fixed32 at byte {pos}")
-            value, pos = bytes(buf[pos:pos + 4]), pos + 4
-        else:  # 3, 4 (groups: never in caffe.proto), 6, 7 (invalid)
-            raise ProtoError(f"wire type {wire} at byte {pos}")
+        number, wire, value, pos = _field(buf, pos, end)
         yield number, wire, value
 
 
@@ -183,29 +206,92 @@ class Blob:
         return tuple(s)
 
 
+def _run(buf: memoryview, pos: int, end: int, tag: int, width: int) -> tuple[np.ndarray, int]:
+    """The values of the longest run, from ``pos``, of one-byte ``tag`` + ``width`` bytes records: an unpacked
+    repeated fixed32 / fixed64 field, read with numpy (strided over the tags, then the values in one copy).
+
+    The run is probed in chunks that double, so a run broken every few values costs no more than it reads.
+    """
+    step = width + 1
+    whole = (end - pos) // step
+    records = np.frombuffer(buf, np.uint8, count=whole * step, offset=pos).reshape(whole, step)
+    n, chunk = 0, 64
+    while n < whole:
+        tags = records[n:n + chunk, 0]
+        off = np.flatnonzero(tags != tag)
+        if off.size:
+            n += int(off[0])
+            break
+        n += tags.size
+        chunk *= 2
+    values = np.ascontiguousarray(records[:n, 1:]).view("<f4" if width == 4 else "<f8").reshape(n)
+    return values, pos + n * step
+
+
+_FLOAT_TAG, _DOUBLE_TAG = 5 << 3 | 5, 8 << 3 | 1  # BlobProto.data unpacked (fixed32), double_data unpacked (fixed64)
+
+
 def read_blob(buf: memoryview, start: int = 0, end: int | None = None) -> Blob:
-    """One ``BlobProto``: its shape (``shape`` or the old num/channels/height/width) and its values as float32."""
+    """One ``BlobProto``: its shape (``shape`` or the old num/channels/height/width) and its values as float32.
+
+    As Caffe's ``Blob::FromProto``: the 4-D fields win when any is present, ``double_data`` when it holds values.
+    """
+    end = len(buf) if end is None else end
     dims: list[int] | None = None
-    legacy = [0, 0, 0, 0]
-    chunks: list[np.ndarray] = []
-    for number, wire, value in fields(buf, start, end):
-        if number == 7 and wire == 2:
-            dims = []
+    legacy: list[int | None] = [None, None, None, None]
+    floats: list[np.ndarray] = []
+    doubles: list[np.ndarray] = []
+    pos = start
+    while pos < end:
+        if buf[pos] in (_FLOAT_TAG, _DOUBLE_TAG) and end - pos >= (5 if buf[pos] == _FLOAT_TAG else 9):
+            values, pos = _run(buf, pos, end, buf[pos], 4 if buf[pos] == _FLOAT_TAG else 8)
+            (floats if values.dtype.itemsize == 4 else doubles).append(values)
+            continue
+        number, wire, value, pos = _field(buf, pos, end)
+        if number == 7:
+            if wire != 2:
+                raise ProtoError(f"blob shape has wire type {wire}, not a message")
+            dims = dims or []  # a message given twice is merged: its repeated dims add up
             for n, w, v in fields(buf, *value):
-                if n == 1:
-                    dims.extend(_varints(buf, v) if w == 2 else [v])
-        elif number in (1, 2, 3, 4) and wire == 0:
-            legacy[number - 1] = value
-        elif number == 5:  # float data: packed, or (older writers) one fixed32 per value
-            chunks.append(np.frombuffer(buf[value[0]:value[1]], "<f4") if wire == 2 else np.frombuffer(value, "<f4"))
-        elif number == 8:
-            chunks.append((np.frombuffer(buf[value[0]:value[1]], "<f8") if wire == 2 else np.frombuffer(value, "<f8")))
-    if dims is None:
-        dims = legacy if any(legacy) else []
-    data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    shape = tuple(int(d) for d in dims)
-    if math.prod(shape) != data.size or not shape:
-        raise ProtoError(f"a blob of shape {shape or '()'} holds {data.size} values")
+                if n != 1:
+                    continue
+                if w == 2:
+                    dims.extend(_signed(d) for d in _varints(buf, v))
+                elif w == 0:
+                    dims.append(_signed(v))
+                else:
+                    raise ProtoError(f"blob shape dim has wire type {w}, not a varint")
+        elif number in (1, 2, 3, 4):
+            if wire != 0:
+                raise ProtoError(f"blob {('num', 'channels', 'height', 'width')[number - 1]} has wire type {wire}")
+            legacy[number - 1] = _signed(value, 32)
+        elif number in (5, 8):
+            what, width = ("data", 4) if number == 5 else ("double_data", 8)
+            if wire == 2:
+                if (value[1] - value[0]) % width:
+                    raise ProtoError(f"blob {what} of {value[1] - value[0]} bytes is not a whole number of "
+                                     f"{width}-byte values")
+                array = np.frombuffer(buf, "<f4" if width == 4 else "<f8", (value[1] - value[0]) // width, value[0])
+            elif wire == (5 if width == 4 else 1):
+                array = np.frombuffer(value, "<f4" if width == 4 else "<f8")
+            else:
+                raise ProtoError(f"blob {what} has wire type {wire}")
+            (floats if width == 4 else doubles).append(array)
+    if any(d is not None for d in legacy):
+        names, dims = ("num", "channels", "height", "width"), [d or 0 for d in legacy]
+    else:
+        names, dims = ("dim",) * len(dims or []), dims or []
+    for name, d in zip(names, dims):
+        if not 0 <= d <= MAX_DIM:
+            raise ProtoError(f"blob {name} {d}: outside 0..{MAX_DIM}")
+    chunks = doubles if any(c.size for c in doubles) else floats
+    count = sum(c.size for c in chunks)
+    shape = tuple(dims)
+    if math.prod(shape) > MAX_DIM:
+        raise ProtoError(f"a blob of shape {shape} has more than {MAX_DIM} values")
+    if not shape or math.prod(shape) != count:
+        raise ProtoError(f"a blob of shape {shape or '()'} holds {count} values")
+    data = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     return Blob(shape, data)
 
 
@@ -217,27 +303,37 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[Blob]]:
         raise UserError(f"{path} is an HDF5 file (.caffemodel.h5): convert it with Caffe, or pass the binary .caffemodel")
     buf = memoryview(raw)
     layers: dict[str, list[Blob]] = {}
+    where = "the net"
     try:
-        for number, wire, value in fields(buf):
+        for index, (number, wire, value) in enumerate(fields(buf)):
             if wire != 2 or number not in (100, 2):
                 continue
             name_field, blob_field = (1, 7) if number == 100 else (4, 6)
             name, blobs = None, []
+            where = f"layer #{index + 1}"
             for n, w, v in fields(buf, *value):
                 if number == 2 and n == 1 and w == 2:  # a V0LayerParameter inside a V1 layer
                     for n0, w0, v0 in fields(buf, *v):
                         if n0 == 1 and w0 == 2:
                             name = _string(buf, v0)
+                            where = f"layer {name!r}"
                         elif n0 == 50 and w0 == 2:
+                            where = f"layer {name or f'#{index + 1}'!r} blob {len(blobs)}"
                             blobs.append(read_blob(buf, *v0))
                 elif n == name_field and w == 2:
                     name = _string(buf, v)
+                    where = f"layer {name!r}"
                 elif n == blob_field and w == 2:
+                    where = f"layer {name or f'#{index + 1}'!r} blob {len(blobs)}"
                     blobs.append(read_blob(buf, *v))
             if name is not None and blobs:
                 layers[name] = blobs
+            where = "the net"
     except ProtoError as e:
-        raise UserError(f"{path} is not a Caffe model (protobuf: {e})") from None
+        raise UserError(f"{path} is not a Caffe model (protobuf, in {one_line(where)[:80]}: {e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(f"{path} is not a Caffe model (protobuf, in {one_line(where)[:80]}: "
+                        f"{type(e).__name__}: {one_line(str(e))[:120]})") from e
     if not layers:
         raise UserError(f"{path} is not a Caffe model with weights: no layer holds any blobs")
     return layers
@@ -250,6 +346,8 @@ def read_binaryproto(path: str | os.PathLike) -> np.ndarray:
         blob = read_blob(memoryview(path.read_bytes()))
     except ProtoError as e:
         raise UserError(f"{path} is not a Caffe mean .binaryproto ({e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(f"{path} is not a Caffe mean .binaryproto ({type(e).__name__}: {one_line(str(e))[:120]})") from e
     shape = blob.trimmed
     if len(shape) != 3 or shape[0] != 3:
         raise UserError(f"{path}: the mean image has shape {blob.shape}, expected 1 x 3 x H x W (B, G, R)")
