@@ -17,8 +17,14 @@ Two readers, no generated code and no ``protoc``:
   ``blobs = 50``); ``BlobProto``: ``shape = 7`` (``BlobShape.dim = 1``, packed
   int64), ``data = 5`` (packed float), ``double_data = 8`` (packed double)
   and the older 4-D ``num, channels, height, width = 1..4``. A
-  ``.binaryproto`` mean file is one ``BlobProto``.
-* the **prototxt** (protobuf text format) by a small parser; it gives the
+  ``.binaryproto`` mean file is one ``BlobProto``. Unpacked values (one tag
+  per float, legal wire format) are read as a strided numpy view, as fast as
+  packed ones; every wire type, length and dimension is checked before it is
+  used, so a damaged file is one line naming the layer and blob.
+* the **prototxt** (protobuf text format) by a small parser that reads values
+  as protobuf does: ``0.0001f``, octal and hex integers, C-escaped strings
+  decoded as UTF-8, booleans ``true/True/t/1``, enums by name or number
+  (``pool: 0`` is MAX); messages nest at most 100 deep. It gives the
   architecture: ``convolution_param`` (``num_output``, ``kernel_size``,
   ``stride``, ``pad``, ``group``), ``lrn_param`` (``local_size``, ``alpha``,
   ``beta``, ``k``), ``pooling_param`` and ``inner_product_param``.
