@@ -17,8 +17,14 @@ Two readers, no generated code and no ``protoc``:
   ``blobs = 50``); ``BlobProto``: ``shape = 7`` (``BlobShape.dim = 1``, packed
   int64), ``data = 5`` (packed float), ``double_data = 8`` (packed double)
   and the older 4-D ``num, channels, height, width = 1..4``. A
-  ``.binaryproto`` mean file is one ``BlobProto``.
-* the **prototxt** (protobuf text format) by a small parser; it gives the
+  ``.binaryproto`` mean file is one ``BlobProto``. Unpacked values (one tag
+  per float, legal wire format) are read as a strided numpy view, as fast as
+  packed ones; every wire type, length and dimension is checked before it is
+  used, so a damaged file is one line naming the layer and blob.
+* the **prototxt** (protobuf text format) by a small parser that reads values
+  as protobuf does: ``0.0001f``, octal and hex integers, C-escaped strings
+  decoded as UTF-8, booleans ``true/True/t/1``, enums by name or number
+  (``pool: 0`` is MAX); messages nest at most 100 deep. It gives the
   architecture: ``convolution_param`` (``num_output``, ``kernel_size``,
   ``stride``, ``pad``, ``group``), ``lrn_param`` (``local_size``, ``alpha``,
   ``beta``, ``k``), ``pooling_param`` and ``inner_product_param``.
@@ -62,6 +68,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +77,9 @@ import torch
 
 from .. import models
 from ..checkpoint import make_checkpoint, save_checkpoint
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..fileio import require_file
+from ..models.alexnet import MAX_CLASSES
 
 MODEL_NAME = "alexnet-caffe"
 INPUT_SIZE = 227
@@ -103,6 +111,14 @@ class ProtoError(ValueError):
 
 
 # ====================================================================== wire format
+MAX_DIM = 2**31 - 1  # Caffe's blob dimensions and counts are ints (Blob::Reshape checks them against INT_MAX)
+# What a damaged file can raise from the decoding itself (a length that is no whole number of values, a
+# value of the wrong kind, nesting past Python's stack): reported as the file's fault in one line. The
+# readers below check what they can first, so this is the net under them, not the way they report.
+DECODE_ERRORS = (struct.error, ValueError, IndexError, UnicodeDecodeError, OverflowError, RecursionError,
+                 MemoryError)
+
+
 def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -112,10 +128,44 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
-            return value, pos
+            return value & 0xFFFFFFFFFFFFFFFF, pos  # protobuf keeps the low 64 bits
         shift += 7
         if shift > 63:
             raise ProtoError(f"varint longer than 10 bytes at byte {pos}")
+
+
+def _signed(value: int, bits: int = 64) -> int:
+    """A varint as protobuf's int64 / int32 (negative numbers are sign-extended to 64 bits)."""
+    value = value - 2**64 if value >= 2**63 else value
+    if bits == 32 and not -2**31 <= value < 2**31:
+        raise ProtoError(f"int32 field holds {value}")
+    return value
+
+
+def _field(buf: memoryview, pos: int, end: int) -> tuple[int, int, object, int]:
+    """``(field number, wire type, value, position after it)`` of the field at ``pos``."""
+    key, pos = _varint(buf, pos, end)
+    number, wire = key >> 3, key & 7
+    if number == 0:
+        raise ProtoError(f"field number 0 at byte {pos}")
+    if wire == 0:
+        value, pos = _varint(buf, pos, end)
+    elif wire == 1:
+        if pos + 8 > end:
+            raise ProtoError(f"truncated fixed64 at byte {pos}")
+        value, pos = bytes(buf[pos:pos + 8]), pos + 8
+    elif wire == 2:
+        n, pos = _varint(buf, pos, end)
+        if n > end - pos:
+            raise ProtoError(f"field {number} of {n} bytes runs past the end at byte {pos}")
+        value, pos = (pos, pos + n), pos + n
+    elif wire == 5:
+        if pos + 4 > end:
+            raise ProtoError(f"truncated fixed32 at byte {pos}")
+        value, pos = bytes(buf[pos:pos + 4]), pos + 4
+    else:  # 3, 4 (groups: never in caffe.proto), 6, 7 (invalid)
+        raise ProtoError(f"wire type {wire} at byte {pos}")
+    return number, wire, value, pos
 
 
 def fields(buf: memoryview, start: int = 0, end: int | None = None):
@@ -128,27 +178,7 @@ def fields(buf: memoryview, start: int = 0, end: int | None = None):
     end = len(buf) if end is None else end
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ProtoError(f"field number 0 at byte {pos}")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            if pos + 8 > end:
-                raise ProtoError(f"truncated fixed64 at byte {pos}")
-            value, pos = bytes(buf[pos:pos + 8]), pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            if pos + n > end:
-                raise ProtoError(f"field {number} of {n} bytes runs past the end at byte {pos}")
-            value, pos = (pos, pos + n), pos + n
-        elif wire == 5:
-            if pos + 4 > end:
-                raise ProtoError(f"truncated fixed32 at byte {pos}")
-            value, pos = bytes(buf[pos:pos + 4]), pos + 4
-        else:  # 3, 4 (groups: never in caffe.proto), 6, 7 (invalid)
-            raise ProtoError(f"wire type {wire} at byte {pos}")
+        number, wire, value, pos = _field(buf, pos, end)
         yield number, wire, value
 
 
@@ -183,29 +213,92 @@ class Blob:
         return tuple(s)
 
 
+def _run(buf: memoryview, pos: int, end: int, tag: int, width: int) -> tuple[np.ndarray, int]:
+    """The values of the longest run, from ``pos``, of one-byte ``tag`` + ``width`` bytes records: an unpacked
+    repeated fixed32 / fixed64 field, read with numpy (strided over the tags, then the values in one copy).
+
+    The run is probed in chunks that double, so a run broken every few values costs no more than it reads.
+    """
+    step = width + 1
+    whole = (end - pos) // step
+    records = np.frombuffer(buf, np.uint8, count=whole * step, offset=pos).reshape(whole, step)
+    n, chunk = 0, 64
+    while n < whole:
+        tags = records[n:n + chunk, 0]
+        off = np.flatnonzero(tags != tag)
+        if off.size:
+            n += int(off[0])
+            break
+        n += tags.size
+        chunk *= 2
+    values = np.ascontiguousarray(records[:n, 1:]).view("<f4" if width == 4 else "<f8").reshape(n)
+    return values, pos + n * step
+
+
+_FLOAT_TAG, _DOUBLE_TAG = 5 << 3 | 5, 8 << 3 | 1  # BlobProto.data unpacked (fixed32), double_data unpacked (fixed64)
+
+
 def read_blob(buf: memoryview, start: int = 0, end: int | None = None) -> Blob:
-    """One ``BlobProto``: its shape (``shape`` or the old num/channels/height/width) and its values as float32."""
+    """One ``BlobProto``: its shape (``shape`` or the old num/channels/height/width) and its values as float32.
+
+    As Caffe's ``Blob::FromProto``: the 4-D fields win when any is present, ``double_data`` when it holds values.
+    """
+    end = len(buf) if end is None else end
     dims: list[int] | None = None
-    legacy = [0, 0, 0, 0]
-    chunks: list[np.ndarray] = []
-    for number, wire, value in fields(buf, start, end):
-        if number == 7 and wire == 2:
-            dims = []
+    legacy: list[int | None] = [None, None, None, None]
+    floats: list[np.ndarray] = []
+    doubles: list[np.ndarray] = []
+    pos = start
+    while pos < end:
+        if buf[pos] in (_FLOAT_TAG, _DOUBLE_TAG) and end - pos >= (5 if buf[pos] == _FLOAT_TAG else 9):
+            values, pos = _run(buf, pos, end, buf[pos], 4 if buf[pos] == _FLOAT_TAG else 8)
+            (floats if values.dtype.itemsize == 4 else doubles).append(values)
+            continue
+        number, wire, value, pos = _field(buf, pos, end)
+        if number == 7:
+            if wire != 2:
+                raise ProtoError(f"blob shape has wire type {wire}, not a message")
+            dims = dims or []  # a message given twice is merged: its repeated dims add up
             for n, w, v in fields(buf, *value):
-                if n == 1:
-                    dims.extend(_varints(buf, v) if w == 2 else [v])
-        elif number in (1, 2, 3, 4) and wire == 0:
-            legacy[number - 1] = value
-        elif number == 5:  # float data: packed, or (older writers) one fixed32 per value
-            chunks.append(np.frombuffer(buf[value[0]:value[1]], "<f4") if wire == 2 else np.frombuffer(value, "<f4"))
-        elif number == 8:
-            chunks.append((np.frombuffer(buf[value[0]:value[1]], "<f8") if wire == 2 else np.frombuffer(value, "<f8")))
-    if dims is None:
-        dims = legacy if any(legacy) else []
-    data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    shape = tuple(int(d) for d in dims)
-    if math.prod(shape) != data.size or not shape:
-        raise ProtoError(f"a blob of shape {shape or '()'} holds {data.size} values")
+                if n != 1:
+                    continue
+                if w == 2:
+                    dims.extend(_signed(d) for d in _varints(buf, v))
+                elif w == 0:
+                    dims.append(_signed(v))
+                else:
+                    raise ProtoError(f"blob shape dim has wire type {w}, not a varint")
+        elif number in (1, 2, 3, 4):
+            if wire != 0:
+                raise ProtoError(f"blob {('num', 'channels', 'height', 'width')[number - 1]} has wire type {wire}")
+            legacy[number - 1] = _signed(value, 32)
+        elif number in (5, 8):
+            what, width = ("data", 4) if number == 5 else ("double_data", 8)
+            if wire == 2:
+                if (value[1] - value[0]) % width:
+                    raise ProtoError(f"blob {what} of {value[1] - value[0]} bytes is not a whole number of "
+                                     f"{width}-byte values")
+                array = np.frombuffer(buf, "<f4" if width == 4 else "<f8", (value[1] - value[0]) // width, value[0])
+            elif wire == (5 if width == 4 else 1):
+                array = np.frombuffer(value, "<f4" if width == 4 else "<f8")
+            else:
+                raise ProtoError(f"blob {what} has wire type {wire}")
+            (floats if width == 4 else doubles).append(array)
+    if any(d is not None for d in legacy):
+        names, dims = ("num", "channels", "height", "width"), [d or 0 for d in legacy]
+    else:
+        names, dims = ("dim",) * len(dims or []), dims or []
+    for name, d in zip(names, dims):
+        if not 0 <= d <= MAX_DIM:
+            raise ProtoError(f"blob {name} {d}: outside 0..{MAX_DIM}")
+    chunks = doubles if any(c.size for c in doubles) else floats
+    count = sum(c.size for c in chunks)
+    shape = tuple(dims)
+    if math.prod(shape) > MAX_DIM:
+        raise ProtoError(f"a blob of shape {shape} has more than {MAX_DIM} values")
+    if not shape or math.prod(shape) != count:
+        raise ProtoError(f"a blob of shape {shape or '()'} holds {count} values")
+    data = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     return Blob(shape, data)
 
 
@@ -217,27 +310,37 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[Blob]]:
         raise UserError(f"{path} is an HDF5 file (.caffemodel.h5): convert it with Caffe, or pass the binary .caffemodel")
     buf = memoryview(raw)
     layers: dict[str, list[Blob]] = {}
+    where = "the net"
     try:
-        for number, wire, value in fields(buf):
+        for index, (number, wire, value) in enumerate(fields(buf)):
             if wire != 2 or number not in (100, 2):
                 continue
             name_field, blob_field = (1, 7) if number == 100 else (4, 6)
             name, blobs = None, []
+            where = f"layer #{index + 1}"
             for n, w, v in fields(buf, *value):
                 if number == 2 and n == 1 and w == 2:  # a V0LayerParameter inside a V1 layer
                     for n0, w0, v0 in fields(buf, *v):
                         if n0 == 1 and w0 == 2:
                             name = _string(buf, v0)
+                            where = f"layer {name!r}"
                         elif n0 == 50 and w0 == 2:
+                            where = f"layer {name or f'#{index + 1}'!r} blob {len(blobs)}"
                             blobs.append(read_blob(buf, *v0))
                 elif n == name_field and w == 2:
                     name = _string(buf, v)
+                    where = f"layer {name!r}"
                 elif n == blob_field and w == 2:
+                    where = f"layer {name or f'#{index + 1}'!r} blob {len(blobs)}"
                     blobs.append(read_blob(buf, *v))
             if name is not None and blobs:
                 layers[name] = blobs
+            where = "the net"
     except ProtoError as e:
-        raise UserError(f"{path} is not a Caffe model (protobuf: {e})") from None
+        raise UserError(f"{path} is not a Caffe model (protobuf, in {one_line(where)[:80]}: {e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(f"{path} is not a Caffe model (protobuf, in {one_line(where)[:80]}: "
+                        f"{type(e).__name__}: {one_line(str(e))[:120]})") from e
     if not layers:
         raise UserError(f"{path} is not a Caffe model with weights: no layer holds any blobs")
     return layers
@@ -250,6 +353,8 @@ def read_binaryproto(path: str | os.PathLike) -> np.ndarray:
         blob = read_blob(memoryview(path.read_bytes()))
     except ProtoError as e:
         raise UserError(f"{path} is not a Caffe mean .binaryproto ({e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(f"{path} is not a Caffe mean .binaryproto ({type(e).__name__}: {one_line(str(e))[:120]})") from e
     shape = blob.trimmed
     if len(shape) != 3 or shape[0] != 3:
         raise UserError(f"{path}: the mean image has shape {blob.shape}, expected 1 x 3 x H x W (B, G, R)")
@@ -257,42 +362,107 @@ def read_binaryproto(path: str | os.PathLike) -> np.ndarray:
 
 
 # ====================================================================== text format
+MAX_DEPTH = 100  # messages nested deeper are refused (bvlc_alexnet's deploy.prototxt: 4)
 _TOKEN = re.compile(r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')|(?P<punct>[{}<>:\[\],;])|(?P<word>[^\s{}<>:\[\],;"'\#]+)""")
 _CLOSE = {"{": "}", "<": ">"}
+# protobuf's text-format numbers (tokenizer.cc): decimal, octal (leading 0), hex; floats may end in f / F
+_INT = re.compile(r"-?(?:0[xX](?P<hex>[0-9a-fA-F]+)|0(?P<oct>[0-7]*)|(?P<dec>[1-9][0-9]*))", re.ASCII)
+_FLOAT = re.compile(r"-?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+|[0-9]+(?=[fF]))[fF]?",
+                    re.ASCII)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
+
+
+class Ident(str):
+    """An unquoted name in a prototxt (an enum value, true / false): equal to its text, but not a string."""
 
 
 def _tokens(text: str):
-    pos = 0
+    pos, line = 0, 1
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise ProtoError(f"unexpected character {text[pos]!r} at line {text.count(chr(10), 0, pos) + 1}")
-        pos = m.end()
+            raise ProtoError(f"unexpected character {text[pos]!r} at line {line}")
         kind = m.lastgroup
         if kind is not None:
-            yield kind, m.group(kind), text.count("\n", 0, m.start()) + 1
+            yield kind, m.group(kind), line
+        line += text.count("\n", pos, m.end())
+        pos = m.end()
 
 
-def _scalar(kind: str, tok: str):
+def _unescape(body: str, line: int) -> str:
+    """A text-format string: C-escaped bytes (\\n, \\\\, \\", \\ooo, \\xhh, \\uhhhh), decoded as UTF-8."""
+    out, i = bytearray(), 0
+    while i < len(body):
+        j = body.find("\\", i)
+        if j < 0:
+            out += body[i:].encode("utf-8")
+            break
+        out += body[i:j].encode("utf-8")
+        c = body[j + 1:j + 2]
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+            i = j + 2
+        elif c and c in "01234567":
+            digits = re.match(r"[0-7]{1,3}", body[j + 1:]).group()
+            if int(digits, 8) > 255:
+                raise ProtoError(f"octal escape \\{digits} past 255 at line {line}")
+            out.append(int(digits, 8))
+            i = j + 1 + len(digits)
+        elif c in ("x", "X"):
+            m = re.match(r"[0-9a-fA-F]{1,2}", body[j + 2:])
+            if m is None:
+                raise ProtoError(f"escape \\{c} without hex digits at line {line}")
+            out.append(int(m.group(), 16))
+            i = j + 2 + len(m.group())
+        elif c in ("u", "U"):
+            n = 4 if c == "u" else 8
+            m = re.fullmatch(r"[0-9a-fA-F]{%d}" % n, body[j + 2:j + 2 + n])
+            code = int(m.group(), 16) if m else -1
+            if not (0 <= code <= 0x10FFFF) or 0xD800 <= code <= 0xDFFF:
+                raise ProtoError(f"bad escape \\{c}{body[j + 2:j + 2 + n]} at line {line}")
+            out += chr(code).encode("utf-8")
+            i = j + 2 + n
+        else:
+            raise ProtoError(f"unknown escape \\{c} in a string at line {line}")
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtoError(f"a string that is not UTF-8 at line {line}") from None
+
+
+def _scalar(kind: str, tok: str, line: int = 0):
+    """A value token as protobuf's text format reads it: a string, an int, a float, or an :class:`Ident`."""
     if kind == "str":
-        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
-    try:
-        return int(tok, 0)
-    except ValueError:
-        pass
-    try:
-        return float(tok)
-    except ValueError:
-        return tok  # an enum name, true / false
+        return _unescape(tok[1:-1], line)
+    m = _INT.fullmatch(tok)
+    if m:
+        digits, base = (m["hex"], 16) if m["hex"] is not None else (m["oct"] or "0", 8) if m["oct"] is not None \
+            else (m["dec"], 10)
+        return -int(digits, base) if tok.startswith("-") else int(digits, base)
+    if _FLOAT.fullmatch(tok):
+        return float(tok.rstrip("fF"))
+    if tok.lstrip("-").lower() in ("inf", "infinity", "nan"):
+        return float(tok.lower().replace("infinity", "inf"))
+    if _IDENT.fullmatch(tok):
+        return Ident(tok)
+    raise ProtoError(f"{tok[:40]!r} at line {line} is neither a number nor a name")
 
 
 def parse_prototxt(text: str) -> list[tuple[str, object]]:
     """Protobuf text format as nested ``[(key, value), ...]``: a value is a number, a string, an enum
-    name, or a message (another such list). Repeated fields repeat their key."""
+    name (:class:`Ident`), or a message (another such list). Repeated fields repeat their key."""
     toks = list(_tokens(text))
     pos = 0
 
-    def message(close: str | None) -> list:
+    def value_message(tok: str, depth: int) -> list:
+        nonlocal pos
+        if depth >= MAX_DEPTH:
+            raise ProtoError(f"messages nested more than {MAX_DEPTH} deep at line {toks[pos][2]}")
+        pos += 1
+        return message(_CLOSE[tok], depth + 1)
+
+    def message(close: str | None, depth: int) -> list:
         nonlocal pos
         out = []
         while True:
@@ -305,51 +475,91 @@ def parse_prototxt(text: str) -> list[tuple[str, object]]:
                 pos += 1
                 return out
             if kind != "word":
-                raise ProtoError(f"expected a field name at line {line}, found {tok!r}")
+                raise ProtoError(f"expected a field name at line {line}, found {tok[:40]!r}")
             key = tok
             pos += 1
             if pos < len(toks) and toks[pos][1] == ":" and toks[pos][0] == "punct":
                 pos += 1
             if pos >= len(toks):
-                raise ProtoError(f"field {key!r} has no value (line {line})")
+                raise ProtoError(f"field {key[:40]!r} has no value (line {line})")
             kind, tok, line = toks[pos]
             if kind == "punct" and tok in _CLOSE:
-                pos += 1
-                out.append((key, message(_CLOSE[tok])))
+                out.append((key, value_message(tok, depth)))
             elif kind == "punct" and tok == "[":
                 pos += 1
-                while pos < len(toks) and toks[pos][1] != "]":
+                while True:
+                    if pos >= len(toks):
+                        raise ProtoError(f"missing ']' after the list of {key[:40]!r} (line {line})")
                     k, t, ln = toks[pos]
+                    if k == "punct" and t == "]":
+                        pos += 1
+                        break
                     if k == "punct" and t == ",":
                         pos += 1
-                        continue
-                    if k == "punct":
+                    elif k == "punct" and t in _CLOSE:
+                        out.append((key, value_message(t, depth)))
+                    elif k == "punct":
                         raise ProtoError(f"unexpected {t!r} in a list at line {ln}")
-                    out.append((key, _scalar(k, t)))
-                    pos += 1
-                pos += 1
+                    else:
+                        out.append((key, _scalar(k, t, ln)))
+                        pos += 1
             elif kind == "punct":
-                raise ProtoError(f"field {key!r} has no value at line {line} (found {tok!r})")
+                raise ProtoError(f"field {key[:40]!r} has no value at line {line} (found {tok!r})")
             else:
-                value = _scalar(kind, tok)
+                value = _scalar(kind, tok, line)
                 pos += 1
                 while kind == "str" and pos < len(toks) and toks[pos][0] == "str":  # "a" "b" is "ab"
-                    value += _scalar("str", toks[pos][1])
+                    value += _scalar("str", toks[pos][1], toks[pos][2])
                     pos += 1
                 out.append((key, value))
             if pos < len(toks) and toks[pos][0] == "punct" and toks[pos][1] in ",;":
                 pos += 1
 
-    return message(None)
+    return message(None, 0)
 
 
-def _get(msg: list, key: str, default=None):
-    values = [v for k, v in msg if k == key]
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", list: "a message { ... }", str: "a string"}
+
+
+def _show(value) -> str:
+    return "{ ... }" if isinstance(value, list) else one_line(repr(value))[:40]
+
+
+def _typed(value, kind, where: str, key: str):
+    """``value`` as protobuf reads a field of type ``kind`` from text (bool: true/True/t/1, false/False/f/0)."""
+    if kind is bool:
+        if value in (0, 1) and isinstance(value, int) or isinstance(value, Ident) and value in ("true", "True", "t",
+                                                                                                "false", "False", "f"):
+            return value in (1, "true", "True", "t")
+    elif kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int):
+            return value
+    elif isinstance(value, kind):
+        return value
+    raise UserError(f"{where}: {key} {_show(value)} is not {_KINDS[kind]}")
+
+
+def _get(msg: list, key: str, default=None, kind=None, where: str = ""):
+    values = _all(msg, key, kind, where)
     return values[-1] if values else default  # a repeated optional field: the last one counts, as in protobuf
 
 
-def _all(msg: list, key: str) -> list:
-    return [v for k, v in msg if k == key]
+def _all(msg: list, key: str, kind=None, where: str = "") -> list:
+    values = [v for k, v in msg if k == key]
+    return values if kind is None else [_typed(v, kind, where, key) for v in values]
+
+
+def _enum(msg: list, key: str, names: tuple[str, ...], where: str) -> str:
+    """An enum field by name or by number (names in caffe.proto's order, numbered from 0); the default is the first."""
+    value = _get(msg, key, Ident(names[0]))
+    if isinstance(value, Ident) and value in names:
+        return str(value)
+    if isinstance(value, int) and 0 <= value < len(names):
+        return names[value]
+    raise UserError(f"{where}: {key} {_show(value)} is not one of {', '.join(names)} (0..{len(names) - 1})")
 
 
 @dataclass
@@ -370,15 +580,21 @@ def read_prototxt(path: str | os.PathLike) -> tuple[list[Layer], list]:
         net = parse_prototxt(text)
     except ProtoError as e:
         raise UserError(f"{path} is not a readable prototxt ({e})") from None
+    except DECODE_ERRORS as e:
+        raise UserError(f"{path} is not a readable prototxt ({type(e).__name__}: {one_line(str(e))[:120]})") from e
     layers = []
     for key, value in net:
-        if key not in ("layer", "layers") or not isinstance(value, list):
+        if key not in ("layer", "layers"):
             continue
+        where = f"{path}: layer #{len(layers) + 1}"
+        value = _typed(value, list, where, key)
         if isinstance(_get(value, "layer"), list):
             raise UserError(f"{path} uses Caffe's oldest (V0) layer syntax: upgrade it with Caffe's upgrade_net_proto_text")
         kind = _get(value, "type", "")
+        if isinstance(kind, list):
+            raise UserError(f"{where}: type {{ ... }} is not a layer type")
         kind = V1_NAMES.get(kind, kind) if isinstance(kind, str) else V1_TYPES.get(kind, str(kind))
-        layers.append(Layer(str(_get(value, "name", f"#{len(layers) + 1}")), kind, value))
+        layers.append(Layer(_get(value, "name", f"#{len(layers) + 1}", str, where), kind, value))
     if not layers:
         raise UserError(f"{path} is not a Caffe net definition: no layer {{ ... }} entries")
     return layers, net
@@ -387,7 +603,7 @@ def read_prototxt(path: str | os.PathLike) -> tuple[list[Layer], list]:
 # ====================================================================== architecture
 def _one(params: list, key: str, default, where: str):
     """A field that must have one value (Caffe's repeated kernel_size/stride/pad: all equal)."""
-    values = _all(params, key)
+    values = _all(params, key, int, where)
     if not values:
         return default
     if len(set(values)) > 1:
@@ -396,17 +612,19 @@ def _one(params: list, key: str, default, where: str):
 
 
 def _conv_settings(layer: Layer, where: str) -> dict:
-    p = _get(layer.params, "convolution_param", [])
+    p = _get(layer.params, "convolution_param", [], list, where)
     k = _one(p, "kernel_size", None, where)
-    kh, kw = _get(p, "kernel_h", k), _get(p, "kernel_w", k)
+    kh, kw = _get(p, "kernel_h", k, int, where), _get(p, "kernel_w", k, int, where)
     s = _one(p, "stride", 1, where)
     pad = _one(p, "pad", 0, where)
-    if kh != kw or _get(p, "stride_h", s) != _get(p, "stride_w", s) or _get(p, "pad_h", pad) != _get(p, "pad_w", pad):
+    if (kh != kw or _get(p, "stride_h", s, int, where) != _get(p, "stride_w", s, int, where)
+            or _get(p, "pad_h", pad, int, where) != _get(p, "pad_w", pad, int, where)):
         raise UserError(f"{where}: a non-square kernel, stride or padding is not supported")
     if _one(p, "dilation", 1, where) != 1:
         raise UserError(f"{where}: dilation is not supported")
-    return {"num_output": _get(p, "num_output"), "kernel_size": kh, "stride": _get(p, "stride_h", s),
-            "pad": _get(p, "pad_h", pad), "group": _get(p, "group", 1), "bias_term": _get(p, "bias_term", "true") != "false"}
+    return {"num_output": _get(p, "num_output", None, int, where), "kernel_size": kh,
+            "stride": _get(p, "stride_h", s, int, where), "pad": _get(p, "pad_h", pad, int, where),
+            "group": _get(p, "group", 1, int, where), "bias_term": _get(p, "bias_term", True, bool, where)}
 
 
 def _check(where: str, what: str, got, want) -> None:
@@ -417,26 +635,29 @@ def _check(where: str, what: str, got, want) -> None:
 
 def _check_input(net: list, layers: list[Layer], prototxt: Path) -> None:
     """Refuse a declared input other than 3 x 227 x 227 (fc6 is sized for it)."""
-    dims = [int(d) for d in _all(net, "input_dim")]
-    for shape in _all(net, "input_shape"):
-        dims = [int(d) for d in _all(shape, "dim")]
+    where = str(prototxt)
+    dims = _all(net, "input_dim", int, where)
+    for shape in _all(net, "input_shape", list, where):
+        dims = _all(shape, "dim", int, where)
     for layer in layers:
         if layer.type == "Input":
-            for shape in _all(_get(layer.params, "input_param", []), "shape"):
-                dims = [int(d) for d in _all(shape, "dim")]
+            where = f"{prototxt}: layer {layer.name}"
+            for shape in _all(_get(layer.params, "input_param", [], list, where), "shape", list, where):
+                dims = _all(shape, "dim", int, where)
     if len(dims) >= 4 and (dims[1], dims[2], dims[3]) != (3, INPUT_SIZE, INPUT_SIZE):
         raise UserError(f"{prototxt}: input {' x '.join(map(str, dims[1:]))}, but {MODEL_NAME} takes 3 x 227 x 227")
 
 
 def _mean_from_prototxt(layers: list[Layer], prototxt: Path) -> list[float] | None:
     for layer in layers:
-        t = _get(layer.params, "transform_param")
-        if not isinstance(t, list):
+        where = f"{prototxt}: layer {layer.name}"
+        t = _get(layer.params, "transform_param", None, list, where)
+        if t is None:
             continue
-        if float(_get(t, "scale", 1.0)) != 1.0:
+        if _get(t, "scale", 1.0, float, where) != 1.0:
             raise UserError(f"{prototxt}: layer {layer.name} scales its input by {_get(t, 'scale')}: "
                             f"{MODEL_NAME} takes raw 0..255 pixels minus the mean")
-        values = [float(v) for v in _all(t, "mean_value")]
+        values = _all(t, "mean_value", float, where)
         if values:
             return values * 3 if len(values) == 1 else values
     return None
@@ -464,25 +685,32 @@ def architecture(layers: list[Layer], prototxt: Path, model: torch.nn.Module) ->
             _check(where, "pad", s["pad"], conv.padding[0])
             _check(where, "group", s["group"], conv.groups)
         elif kind == "LRN":
-            lrn, p = getattr(model, ours), _get(layer.params, "lrn_param", [])
+            lrn, p = getattr(model, ours), _get(layer.params, "lrn_param", [], list, where)
             if not lrn.alpha_per_channel or lrn.groups != 1:
                 raise AssertionError(f"{MODEL_NAME}'s {ours} is not Caffe's LRN")  # a change to the variant
-            _check(where, "norm_region", _get(p, "norm_region", "ACROSS_CHANNELS"), "ACROSS_CHANNELS")
-            _check(where, "local_size", _get(p, "local_size", 5), lrn.size)
-            _check(where, "alpha", float(_get(p, "alpha", 1.0)), float(lrn.alpha))
-            _check(where, "beta", float(_get(p, "beta", 0.75)), float(lrn.beta))
-            _check(where, "k", float(_get(p, "k", 1.0)), float(lrn.k))
+            _check(where, "norm_region", _enum(p, "norm_region", ("ACROSS_CHANNELS", "WITHIN_CHANNEL"), where),
+                   "ACROSS_CHANNELS")
+            _check(where, "local_size", _get(p, "local_size", 5, int, where), lrn.size)
+            _check(where, "alpha", _get(p, "alpha", 1.0, float, where), float(lrn.alpha))
+            _check(where, "beta", _get(p, "beta", 0.75, float, where), float(lrn.beta))
+            _check(where, "k", _get(p, "k", 1.0, float, where), float(lrn.k))
         elif kind == "Pooling":
-            pool, p = getattr(model, ours), _get(layer.params, "pooling_param", [])
-            _check(where, "pool", _get(p, "pool", "MAX"), "MAX")
-            _check(where, "kernel_size", _get(p, "kernel_size"), pool.kernel_size)
-            _check(where, "stride", _get(p, "stride", 1), pool.stride)
-            _check(where, "pad", _get(p, "pad", 0), 0)
+            pool, p = getattr(model, ours), _get(layer.params, "pooling_param", [], list, where)
+            _check(where, "pool", _enum(p, "pool", ("MAX", "AVE", "STOCHASTIC"), where), "MAX")
+            _check(where, "kernel_size", _get(p, "kernel_size", None, int, where), pool.kernel_size)
+            _check(where, "stride", _get(p, "stride", 1, int, where), pool.stride)
+            _check(where, "pad", _get(p, "pad", 0, int, where), 0)
+            for name, want in (("kernel", pool.kernel_size), ("stride", pool.stride), ("pad", 0)):
+                for axis in "hw":  # Caffe takes these over kernel_size / stride / pad where given
+                    _check(where, f"{name}_{axis}", _get(p, f"{name}_{axis}", want, int, where), want)
+            if _get(p, "global_pooling", False, bool, where):
+                raise UserError(f"{where}: global_pooling, but {MODEL_NAME} (bvlc_alexnet) pools 3 x 3 windows")
         elif kind == "InnerProduct":
-            p = _get(layer.params, "inner_product_param", [])
+            p = _get(layer.params, "inner_product_param", [], list, where)
             if ours != "fc8":
-                _check(where, "num_output", _get(p, "num_output"), getattr(model, ours).out_features)
-            if _get(p, "bias_term", "true") == "false":
+                _check(where, "num_output", _get(p, "num_output", None, int, where), getattr(model, ours).out_features)
+            _get(p, "transpose", False, bool, where)
+            if not _get(p, "bias_term", True, bool, where):
                 raise UserError(f"{where}: an inner product without bias is not supported")
         if ours is not None:
             mapping[ours] = layer
@@ -491,9 +719,12 @@ def architecture(layers: list[Layer], prototxt: Path, model: torch.nn.Module) ->
 
 def _num_classes(layers: list[Layer], prototxt: Path) -> int:
     fcs = [layer for layer in layers if layer.type == "InnerProduct"]
-    n = _get(_get(fcs[-1].params, "inner_product_param", []), "num_output") if fcs else None
-    if not isinstance(n, int) or n < 1:
+    where = f"{prototxt}: layer {fcs[-1].name}" if fcs else str(prototxt)
+    n = _get(_get(fcs[-1].params, "inner_product_param", [], list, where), "num_output", None, int, where) if fcs else None
+    if n is None or n < 1:
         raise UserError(f"{prototxt}: the last InnerProduct layer has no num_output")
+    if n > MAX_CLASSES:
+        raise UserError(f"{where}: num_output {n}, more than the {MAX_CLASSES} classes {MODEL_NAME} allows")
     return n
 
 
@@ -509,7 +740,9 @@ def _weights(mapping: dict[str, Layer], blobs: dict[str, list[Blob]], model: tor
             raise UserError(f"{weights} has no weights for layer {layer.name!r} (it has: {have})")
         want_w, want_b = tuple(module.weight.shape), tuple(module.bias.shape)
         w = got[0]
-        transpose = ours.startswith("fc") and _get(_get(layer.params, "inner_product_param", []), "transpose") == "true"
+        where = f"layer {layer.name}"
+        transpose = ours.startswith("fc") and _get(_get(layer.params, "inner_product_param", [], list, where),
+                                                   "transpose", False, bool, where)
         shape = w.trimmed[::-1] if transpose else w.trimmed
         if shape != want_w:
             raise UserError(f"{weights}: layer {layer.name} weights have shape {' x '.join(map(str, w.shape))}, "
