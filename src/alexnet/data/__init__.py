@@ -19,7 +19,7 @@ small-image cut-off), ``transforms`` (augmentation and test patches),
 """
 
 from . import transforms
-from .loader import ShardLoader, make_loader
+from .loader import LoaderSpec, ShardLoader, make_loader
 from .meta import SMALL_IMAGE_SIDE, eval_resize, is_small, read_meta, validate_prepared
 from .prepare import prepare
 from .sources import Source, open_source
@@ -31,6 +31,7 @@ from .transforms import eval_spec, preprocess_image
 __all__ = [
     "SMALL_IMAGE_SIDE",
     "SYNTH_CLASSES",
+    "LoaderSpec",
     "ShardLoader",
     "Source",
     "eval_resize",

@@ -62,11 +62,12 @@ batches pass straight through.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -362,14 +363,43 @@ class _Keys(torch.utils.data.Sampler):
         return max(0, self.position.batches - self.position.start_batch)
 
 
-class ShardLoader:
-    """An epoch of ``(images, labels)`` batches; see :func:`make_loader` and the module docstring."""
+@dataclasses.dataclass(frozen=True)
+class LoaderSpec:
+    """What a :class:`ShardLoader` yields: the split, the batches, the views, the input and the processes.
 
-    def __init__(self, prepared_dir, split: str, batch_size: int, train: bool = True, tta: str = "center",
-                 input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
-                 start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0,
-                 decode: str | None = None):
+    The fields are :func:`make_loader`'s arguments (see there); the trainer
+    builds one from its data config, and ``dataclasses.replace`` gives the
+    validation loader from the training one.
+    """
+
+    split: str
+    batch_size: int
+    train: bool = True
+    tta: str = "center"
+    input_size: int | None = None
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 2
+    mean: str = "image"
+    lighting: float = 0.1
+    drop_last: bool | None = None
+    start_batch: int = 0
+    device: Any = None
+    normalize: dict | None = None
+    scale: float = 255.0
+    decode: str | None = None
+
+
+class ShardLoader:
+    """An epoch of ``(images, labels)`` batches of the prepared folder ``prepared_dir`` as ``spec`` says;
+    see :func:`make_loader` and the module docstring."""
+
+    def __init__(self, prepared_dir, spec: LoaderSpec):
+        self.spec = spec
+        (split, batch_size, train, tta, input_size, seed, epoch, rank, world_size, num_workers, mean, lighting,
+         drop_last, start_batch, device, normalize, scale, decode) = (getattr(spec, f.name) for f in dataclasses.fields(spec))
         root = Path(prepared_dir)
         self.meta = meta = read_meta(root)
         if split not in meta.get("splits", {}):
@@ -529,5 +559,6 @@ def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, tr
     ``"workers"``.
     See the module docstring for order, ranks, determinism and where decoding runs.
     """
-    return ShardLoader(prepared_dir, split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
-                       num_workers, mean, lighting, drop_last, start_batch, device, normalize, scale, decode)
+    return ShardLoader(prepared_dir, LoaderSpec(split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
+                                                num_workers, mean, lighting, drop_last, start_batch, device, normalize,
+                                                scale, decode))

@@ -29,8 +29,8 @@ import torch
 
 from .. import kernels, models
 from ..checkpoint import check_compatible, load_checkpoint, make_checkpoint, save_checkpoint, unwrap
-from ..data import is_small, load_stats, make_loader, read_meta
-from ..data.loader import decode_location
+from ..data import is_small, load_stats, read_meta
+from ..data.loader import LoaderSpec, ShardLoader, decode_location
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
 from ..fileio import LOCK_NAME, FolderLock, atomic_write, check_unlocked, lock_folder, remove_temporaries
@@ -402,11 +402,12 @@ class Trainer:
         """Batches of ``split`` on this process's device; decoded and augmented where ``data.decode`` says."""
         cfg = self.cfg
         decode = decode_location(cfg.data.decode, self.dist.device, self.meta.get("format", "jpg"))
-        return make_loader(
-            self.data, split, self.rank_batch if train else max(1, self.rank_batch // TTA_VIEWS[tta]),
+        spec = LoaderSpec(
+            split, self.rank_batch if train else max(1, self.rank_batch // TTA_VIEWS[tta]),
             train=train, tta=tta, input_size=self.input_size, seed=cfg.run.seed, epoch=self.state.epoch,
             rank=self.dist.rank, world_size=self.dist.world_size, num_workers=cfg.data.workers,
             mean=cfg.data.mean, lighting=cfg.data.lighting, scale=self.scale, device=self.dist.device, decode=decode)
+        return ShardLoader(self.data, spec)
 
     def fit(self) -> dict:
         """Train to ``run.epochs``; the run folder is released (lock, log) at the end, whatever happens."""
