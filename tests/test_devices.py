@@ -137,10 +137,12 @@ def test_fused_step_is_torch_sgd_and_auto_only_on_cuda(prepared, tmp_path):
 
 
 # ---------------------------------------------------------------- on a GPU
-def _cli_train(*args, env=None):
-    run = subprocess.run([sys.executable, "-m", "alexnet.cli.main", "train", "--no-progress", *args], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, **(env or {})})
-    return run
+def _cli_train(*args, env=None, kill_after_step=None):
+    """``alexnet train ARGS`` in a child process; ``kill_after_step``: it dies by SIGKILL after that step."""
+    driver = ["-m", "alexnet.cli.main"] if kill_after_step is None else [
+        str(Path(__file__).with_name("kill_after_step.py")), str(kill_after_step)]
+    return subprocess.run([sys.executable, *driver, "train", "--no-progress", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
 def _weights(run_dir):
@@ -175,7 +177,7 @@ def test_cuda_deterministic_runs_are_bitwise_equal_and_resume_exactly(prepared, 
     for name in ("a", "b"):
         run = _cli_train(*common, "--out", str(tmp_path / name))
         assert run.returncode == 0, run.stderr[-2000:]
-    killed = _cli_train(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "5"})
+    killed = _cli_train(*common, "--out", str(tmp_path / "cut"), kill_after_step=5)
     assert killed.returncode != 0 and load_checkpoint(tmp_path / "cut" / "last.ckpt")["batch_in_epoch"] == 4
     resumed = _cli_train(*common, "--out", str(tmp_path / "cut"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -23,8 +23,13 @@ def weights(run_dir):
     return load_checkpoint(Path(run_dir) / "last.ckpt")["state_dict"]
 
 
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "alexnet.cli.main", *args], capture_output=True, text=True,
+KILL_AFTER_STEP = str(Path(__file__).with_name("kill_after_step.py"))
+
+
+def run_cli(*args, env=None, kill_after_step=None):
+    """``alexnet ARGS`` in a child process; ``kill_after_step``: it dies by SIGKILL after that training step."""
+    cmd = ["-m", "alexnet.cli.main"] if kill_after_step is None else [KILL_AFTER_STEP, str(kill_after_step)]
+    return subprocess.run([sys.executable, *cmd, *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
@@ -62,7 +67,7 @@ def test_kill_and_resume_is_exact(prepared, tmp_path):
     full = run_cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     # Die (SIGKILL) at step 7 of 12: the last checkpoint is from step 6, mid-epoch 2.
-    killed = run_cli(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "7"})
+    killed = run_cli(*common, "--out", str(tmp_path / "cut"), kill_after_step=7)
     assert killed.returncode != 0
     ck = load_checkpoint(tmp_path / "cut" / "last.ckpt")
     assert ck["step"] == 6 and ck["batch_in_epoch"] == 0 and ck["epoch"] == 1  # 6 steps an epoch
@@ -78,7 +83,7 @@ def test_kill_and_resume_is_exact(prepared, tmp_path):
 def test_resume_mid_epoch_is_exact(prepared, tmp_path):
     common = ["train", "--data", str(prepared), "--no-progress"] + [a for s in TINY + ["run.checkpoint_steps=4"] for a in ("--set", s)]
     assert run_cli(*common, "--out", str(tmp_path / "full")).returncode == 0
-    killed = run_cli(*common, "--out", str(tmp_path / "cut"), env={"ALEXNET_FAULT_AFTER_STEP": "5"})
+    killed = run_cli(*common, "--out", str(tmp_path / "cut"), kill_after_step=5)
     assert killed.returncode != 0
     ck = load_checkpoint(tmp_path / "cut" / "last.ckpt")
     assert ck["step"] == 4 and ck["batch_in_epoch"] == 4  # mid-epoch: the loader must skip 4 batches

@@ -394,9 +394,6 @@ class Trainer:
             run.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * run.checkpoint_minutes)
         if due:
             self.save()
-        fault = os.environ.get("ALEXNET_FAULT_AFTER_STEP")  # tests: die like a killed job
-        if fault and state.step == int(fault):
-            os.kill(os.getpid(), 9)
 
     def loader(self, split: str, train: bool, tta: str = "center"):
         """Batches of ``split`` on this process's device; decoded and augmented where ``data.decode`` says."""
