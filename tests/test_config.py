@@ -166,3 +166,14 @@ def test_cuda_devices_follow_the_build():
     else:
         with pytest.raises(UserError, match="run.device"):
             load_config(None, ["run.device=cuda"])
+
+
+def test_a_number_too_long_to_read_is_one_line(tmp_path):
+    """Python reads at most 4300 digits (ValueError past that): a --set value or a recipe says so in one line."""
+    with pytest.raises(UserError) as e:
+        load_config(None, ["run.seed=" + "7" * 5000])
+    assert str(e.value).startswith("run.seed must be") and "\n" not in str(e.value)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("run:\n  seed: " + "7" * 5000 + "\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(recipe)
