@@ -33,7 +33,7 @@ def test_scientific_notation_in_recipes_and_set(tmp_path):
     ("optim.lr=.nan", "finite"),
     ("optim.lr=-.inf", "finite"),
     ("optim.momentum=1.5", "below 1"),
-    ("model.dropout=2", "between 0 and 1"),
+    ("model.dropout=2", "at least 0 and below 1"),
     ("schedule.factor=0", "greater than 0 and at most 1"),
     ("data.workers=-1", "at least 0"),
     ("data.batch_size=1e3", "must be int"),
@@ -68,3 +68,112 @@ def test_model_options_pass_lrn_only_when_set(name, lrn, has_lrn):
     assert ("lrn" in opts) is (lrn is not None)
     m = models.create(name, **opts)
     assert m.cfg.has_lrn is has_lrn
+
+
+def every_key():
+    import dataclasses
+    import typing
+
+    for section, cls in typing.get_type_hints(TrainConfig).items():
+        for f in dataclasses.fields(cls):
+            yield f"{section}.{f.name}"
+
+
+def test_every_key_has_a_range_or_choices():
+    """A key added without a range or a choice list fails here: its values would reach the code unchecked."""
+    from alexnet.engine.config import CHOICES, RANGES
+
+    keys = list(every_key())
+    assert len(keys) > 40
+    missing = [k for k in keys if k not in RANGES and k not in CHOICES]
+    assert not missing, f"keys without a range or choices: {missing}"
+    assert not (set(RANGES) | set(CHOICES)) - set(keys), "ranges or choices for keys that do not exist"
+
+
+def test_defaults_are_in_range():
+    from alexnet.engine.config import set_key, to_dict
+
+    cfg = TrainConfig()
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            set_key(cfg, f"{section}.{key}", value)
+
+
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("item, words", [
+    ("run.seed=18446744073709551616", "run.seed must be"),
+    ("run.seed=-1", "run.seed must be"),
+    ("run.threads=100000000000000000000", "run.threads must be"),
+    ("run.device=meta", "run.device must be one of auto, cpu"),
+    ("run.device=cuda:-1", "run.device must be"),
+    ("run.device=cpu:0", "run.device must be"),
+    ("model.width=10000", "model.width must be"),
+    ("model.width=8.5", "model.width must be"),
+    ("model.input_size=100000", "model.input_size must be"),
+    ("model.dropout=1", "model.dropout must be"),
+    ("model.name=nosuch", "model.name must be one of alexnet"),
+    ("model.bias=.nan", "finite"),
+    ("optim.lr=1e400", "finite"),
+    (f"optim.lr={HUGE}", "optim.lr must be"),
+    (f"model.width={HUGE}", "model.width must be"),
+    ("optim.lr=[1, 2]", "optim.lr must be float, not list"),
+    ("data.lighting=-1", "data.lighting must be"),
+    ("data.batch_size=100000000000000000000", "data.batch_size must be"),
+    ("schedule.min_delta=-.inf", "finite"),
+    ("run.epochs=100000000000000000000", "run.epochs must be"),
+])
+def test_out_of_range_values_are_one_line_errors(item, words):
+    with pytest.raises(UserError) as e:
+        load_config(None, [item])
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("item", ["run.seed=9223372036854775807", "run.seed=0", "run.threads=1024", "run.threads=0",
+                                  "model.width=8", "model.width=0.01", "model.input_size=2048", "model.input_size=1",
+                                  "model.input_size=null", "run.device=cpu", "run.device=auto", "model.dropout=0",
+                                  "optim.label_smoothing=0.99", "data.lighting=0", "data.workers=0"])
+def test_edges_of_the_ranges_are_accepted(item):
+    load_config(None, [item])
+
+
+def test_largest_seed_seeds_everything():
+    """run.seed's upper end is what torch, numpy and the loader's counter-based draws take."""
+    import numpy as np
+    import torch
+
+    from alexnet.data.loader import rank_order, sample_uniforms
+    from alexnet.engine.trainer import seed_everything
+
+    seed = load_config(None, ["run.seed=9223372036854775807"]).run.seed
+    seed_everything(seed)
+    torch.Generator().manual_seed(seed)
+    np.random.default_rng([seed, 89])
+    rank_order(10, True, seed, 89, 0, 1)
+    sample_uniforms(seed, 89, np.arange(3), 2)
+    with pytest.raises(UserError):
+        load_config(None, [f"run.seed={seed + 1}"])
+
+
+def test_cuda_devices_follow_the_build():
+    import torch
+
+    if torch.backends.cuda.is_built():
+        assert load_config(None, ["run.device=cuda:3"]).run.device == "cuda:3"
+        assert load_config(None, ["run.device=cuda"]).run.device == "cuda"
+    else:
+        with pytest.raises(UserError, match="run.device"):
+            load_config(None, ["run.device=cuda"])
+
+
+def test_a_number_too_long_to_read_is_one_line(tmp_path):
+    """Python reads at most 4300 digits (ValueError past that): a --set value or a recipe says so in one line."""
+    with pytest.raises(UserError) as e:
+        load_config(None, ["run.seed=" + "7" * 5000])
+    assert str(e.value).startswith("run.seed must be") and "\n" not in str(e.value)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("run:\n  seed: " + "7" * 5000 + "\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(recipe)

@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..models.alexnet import MAX_INPUT_SIZE, MAX_WIDTH
+from .distributed import device_names, is_device_name
 from .inference import TTA
 
 
@@ -111,47 +113,95 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-CHOICES = {
+INT_MAX = 2**31 - 1  # the most steps, epochs or drops a count may be (a C int, whatever reads it)
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes 0 .. 2**64-1, numpy any int >= 0; a seed fits an int64 everywhere
+BATCH_MAX = 2**20
+THREADS_MAX = 1024
+_BOOL = (False, True)
+_MAYBE_BOOL = (None, False, True)
+
+
+def _model_names() -> tuple[str, ...]:
+    from .. import models
+
+    return tuple(models.names())
+
+
+# Allowed values: key -> the values, or a function giving them (the models registered when the key is set).
+CHOICES: dict[str, tuple | typing.Callable[[], tuple]] = {
+    "model.name": _model_names,
     "model.activation": ("relu", "tanh"),
+    "model.lrn": _MAYBE_BOOL,
     "model.pool": ("overlap", "2/2"),
     "model.order": ("lrn-pool", "pool-lrn"),
     "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
     "data.decode": ("auto", "cpu", "cuda"),
-    "schedule.kind": ("plateau", "onecycle"),
     "data.eval_tta": TTA,
+    "schedule.kind": ("plateau", "onecycle"),
     "optim.rule": ("paper", "torch"),
+    "optim.fused": _MAYBE_BOOL,
     "run.precision": ("fp32", "bf16", "fp16", "auto"),
+    "run.channels_last": _BOOL,
+    "run.compile": _BOOL,
+    "run.deterministic": _BOOL,
+    "run.cpu_malloc": _BOOL,
 }
-# Allowed ranges: key -> (test, what the error says the value must be).
+
+
+def _range(lo=None, hi=None, *, above: bool = False, below: bool = False):
+    """(test, words) for ``lo <= v <= hi`` (``above``: ``lo < v``; ``below``: ``v < hi``; None: no bound)."""
+    def test(v) -> bool:
+        return ((lo is None or (v > lo if above else v >= lo))
+                and (hi is None or (v < hi if below else v <= hi)))
+
+    def num(x) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    words = []
+    if lo is not None:
+        words.append(f"{'greater than' if above else 'at least'} {num(lo)}")
+    if hi is not None:
+        words.append(f"{'below' if below else 'at most'} {num(hi)}")
+    return test, " and ".join(words)
+
+
+_SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+# Allowed ranges: key -> (test, what the error says the value must be). A float is finite besides (_check_type).
 RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "model.input_size": (lambda v: v >= 1, "at least 1"),
-    "model.dropout": (lambda v: 0 <= v <= 1, "between 0 and 1"),
-    "model.width": (lambda v: v > 0, "greater than 0"),
-    "model.lrn_alpha": (lambda v: v > 0, "greater than 0"),
-    "data.batch_size": (lambda v: v >= 1, "at least 1"),
-    "data.workers": (lambda v: v >= 0, "at least 0"),
-    "data.lighting": (lambda v: v >= 0, "at least 0"),
-    "data.scale": (lambda v: v > 0, "greater than 0"),
-    "optim.lr": (lambda v: v > 0, "greater than 0"),
-    "optim.momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
-    "optim.weight_decay": (lambda v: v >= 0, "at least 0"),
-    "optim.accumulate": (lambda v: v >= 1, "at least 1"),
-    "optim.lr_batch": (lambda v: v >= 1, "at least 1"),
-    "optim.label_smoothing": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "model.input_size": _range(1, MAX_INPUT_SIZE),
+    "model.dropout": _range(0, 1, below=True),
+    "model.width": _range(0, MAX_WIDTH, above=True),
+    "model.lrn_alpha": _range(0, 1000, above=True),
+    "model.bias": _range(-100, 100),
     "model.towers": (lambda v: v in (1, 2), "1 or 2"),
-    "schedule.patience": (lambda v: v >= 0, "at least 0"),
-    "schedule.factor": (lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
-    "schedule.max_drops": (lambda v: v >= 0, "at least 0"),
-    "schedule.min_delta": (lambda v: v >= 0, "at least 0"),
-    "schedule.warmup_steps": (lambda v: v >= 0, "at least 0"),
-    "run.epochs": (lambda v: v >= 1, "at least 1"),
-    "run.seed": (lambda v: v >= 0, "at least 0"),
-    "run.log_every": (lambda v: v >= 1, "at least 1"),
-    "run.checkpoint_minutes": (lambda v: v >= 0, "at least 0"),
-    "run.checkpoint_steps": (lambda v: v >= 0, "at least 0"),
-    "run.threads": (lambda v: v >= 0, "at least 0"),
-    "run.max_nonfinite_steps": (lambda v: v >= 1, "at least 1"),
+    "data.batch_size": _range(1, BATCH_MAX),
+    "data.workers": _range(0, THREADS_MAX),
+    "data.lighting": _range(0, 100),
+    "data.scale": _range(0, 65535, above=True),
+    "data.val_split": (lambda v: bool(_SPLIT.fullmatch(v)),
+                       "a split name (letters, digits, '_', '.', '-'; at most 64)"),
+    "data.path": (lambda v: bool(v) and "\0" not in v, "a folder path (not empty, no NUL character)"),
+    "optim.lr": _range(0, above=True),
+    "optim.lr_batch": _range(1, BATCH_MAX),
+    "optim.momentum": _range(0, 1, below=True),
+    "optim.weight_decay": _range(0),
+    "optim.accumulate": _range(1, BATCH_MAX),
+    "optim.label_smoothing": _range(0, 1, below=True),
+    "schedule.patience": _range(0, INT_MAX),
+    "schedule.factor": _range(0, 1, above=True),
+    "schedule.max_drops": _range(0, INT_MAX),
+    "schedule.min_delta": _range(0),
+    "schedule.warmup_steps": _range(0, INT_MAX),
+    "run.epochs": _range(1, 1_000_000),
+    "run.seed": _range(0, SEED_MAX),
+    "run.device": (is_device_name, "one of " + ", ".join(device_names())),
+    "run.log_every": _range(1, INT_MAX),
+    "run.checkpoint_minutes": _range(0),
+    "run.checkpoint_steps": _range(0, INT_MAX),
+    "run.threads": _range(0, THREADS_MAX),  # 0: PyTorch's default
+    "run.max_nonfinite_steps": _range(1, INT_MAX),
 }
 
 
@@ -173,6 +223,8 @@ _Loader.add_implicit_resolver(
 
 def _yaml12_int(loader, node) -> int:
     text = loader.construct_scalar(node)
+    if len(text) > 1000:  # Python reads at most 4300 digits; no key takes a number of even 1000
+        raise yaml.constructor.ConstructorError(None, None, f"a number of {len(text)} digits", node.start_mark)
     if text.startswith("0o"):
         return int(text[2:], 8)
     return int(text, 16) if text.startswith("0x") else int(text)
@@ -208,6 +260,16 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+class _NotFinite(UserError):
+    """A float key given NaN, an infinity, or an int no float holds: said as such, also for ``float | None``."""
+
+
+def _show(value: Any) -> str:
+    """``value`` for an error line: a long number cut short."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise UserError naming ``key``."""
     if isinstance(tp, (types.UnionType,)) or typing.get_origin(tp) is typing.Union:
@@ -219,6 +281,8 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                 continue
             try:
                 return _check_type(key, value, a)
+            except _NotFinite:
+                raise
             except UserError:
                 pass
         names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
@@ -229,7 +293,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
         except ValueError:
             number = None
         if number is not None and not math.isfinite(number):
-            raise UserError(f"{key} must be a finite number, not {short_repr(value)}")
+            raise _NotFinite(f"{key} must be a finite number, not {short_repr(value)}")
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -238,9 +302,14 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     )
     if not ok:
         raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {short_repr(value)}")
-    if tp is float and not math.isfinite(value):
-        raise UserError(f"{key} must be a finite number, not {value}")
-    return float(value) if tp is float else value
+    if tp is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an int past 1.8e308
+            raise _NotFinite(f"{key} must be a finite number, not {_show(value)}") from None
+        if not math.isfinite(value):
+            raise _NotFinite(f"{key} must be a finite number, not {value}")
+    return value
 
 
 def _fields(section_cls) -> dict[str, Any]:
@@ -264,11 +333,15 @@ def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
             hint = f"sections: {', '.join(sections)}"
         raise UserError(f"unknown config key {dotted!r}; {hint}")
     value = _check_type(dotted, value, fields[key])
-    if dotted in CHOICES and value not in CHOICES[dotted]:
-        allowed = ", ".join("null" if c is None else str(c) for c in CHOICES[dotted])
-        raise UserError(f"{dotted} must be one of {allowed}, not {short_repr(value)}")
+    choices = CHOICES.get(dotted, ())
+    choices = choices() if callable(choices) else choices
+    if dotted in CHOICES and not any(value == c and type(value) is type(c) for c in choices):
+        allowed = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                            for c in choices)
+        raise UserError(f"{dotted} must be one of {allowed}, not {_show(repr(value))}")
     if dotted in RANGES and value is not None and not RANGES[dotted][0](value):
-        raise UserError(f"{dotted} must be {RANGES[dotted][1]}, not {value}")
+        shown = _show(repr(value) if isinstance(value, str) else value)
+        raise UserError(f"{dotted} must be {RANGES[dotted][1]}, not {shown}")
     setattr(getattr(cfg, section), key, value)
 
 

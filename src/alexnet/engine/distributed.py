@@ -34,16 +34,41 @@ class DistInfo:
 AUDIT_ENV = "ALEXNET_DEVICE_AUDIT"
 
 
+CUDA_INDEX_MAX = 1023  # cuda:N: the most N a name may say (the machine's count is checked when the device is chosen)
+
+
+def device_names() -> tuple[str, ...]:
+    """The device spellings this build of PyTorch runs on (``cuda:N`` standing for any GPU index)."""
+    names = ["auto", "cpu"]
+    if torch.backends.cuda.is_built() or torch.cuda.is_available():
+        names += ["cuda", "cuda:N"]
+    if torch.backends.mps.is_built():
+        names.append("mps")
+    return tuple(names)
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of :func:`device_names` (``cuda:0`` .. ``cuda:1023`` for ``cuda:N``)."""
+    names = device_names()
+    if name in names and name != "cuda:N":
+        return True
+    head, colon, index = name.partition(":")
+    return (head == "cuda" and colon == ":" and "cuda:N" in names and index.isascii() and index.isdigit()
+            and (index == "0" or not index.startswith("0")) and int(index) <= CUDA_INDEX_MAX)
+
+
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU; ``"cuda"``: this process's GPU.
 
-    An unknown name, CUDA where there is none, or a GPU index the machine
-    does not have (torchrun with more processes than GPUs) is a one-line
-    UserError.
+    A name not in :func:`device_names` (``meta``, ``cuda:x``), CUDA or MPS
+    where there is none, or a GPU index the machine does not have (torchrun
+    with more processes than GPUs) is a one-line UserError.
     """
     from ..errors import UserError
 
     name = "auto" if name is None else str(name)
+    if not is_device_name(name):  # meta, mps on a build without it, cuda:x: refused before anything is built on it
+        raise UserError(f"unknown device {name[:40]!r}; this build runs on: {', '.join(device_names())}")
     if name == "auto":
         if os.environ.get(AUDIT_ENV):
             raise RuntimeError(f"device 'auto' while {AUDIT_ENV} is set: a test must choose its device "
@@ -55,6 +80,8 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
         device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"unknown device {name!r}: {e}") from None
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name} asked for, but MPS is not available here")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {name} asked for, but CUDA is not available here")

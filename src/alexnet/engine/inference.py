@@ -116,6 +116,25 @@ def load_image(path: str | os.PathLike, ckpt: dict[str, Any], tta: str = "center
     return _read_image(path, eval_transform(ckpt, model), checkpoint_stats(ckpt), tta)
 
 
+def _same_classes(data: Path, what: str, theirs: list[str], mine: list[str]) -> None:
+    """Refuse prepared folder ``data`` whose class ``what`` (ids or names) are not the checkpoint's,
+    in one line naming the first class that differs."""
+    if theirs == mine:
+        return
+    if len(theirs) != len(mine):
+        raise UserError(f"{data} has {len(theirs)} classes, the checkpoint {len(mine)}; "
+                        "its labels would not mean the checkpoint's classes")
+    i = next(i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b)
+    raise UserError(f"{data}: class {i} is {_short(theirs[i])} there but {_short(mine[i])} in the checkpoint "
+                    f"(class {what} differ); its labels would not mean the checkpoint's classes")
+
+
+def _short(name: str) -> str:
+    """``name`` quoted for an error line: escapes kept (no line break), at most about 60 characters."""
+    text = repr(name)
+    return text if len(text) <= 60 else f"{text[:56]}...'"
+
+
 # ------------------------------------------------------- the loaded object
 class Checkpoint:
     """A checkpoint ready for inference (see the module docstring).
@@ -173,7 +192,8 @@ class Checkpoint:
         """The prepared split ``split`` of ``data`` in the order of its samples, as the weights expect it.
 
         Refuses a missing folder or split, and a folder whose classes are not
-        the checkpoint's (its labels would mean other classes). Close the
+        the checkpoint's (its labels would mean other classes): other ids, or
+        other names where both sides name their classes. Close the
         loader when done (``contextlib.closing``): its worker processes stop then.
         """
         data = Path(data)
@@ -184,9 +204,14 @@ class Checkpoint:
         if split not in splits:
             raise UserError(f"{data} has no split {split!r}; it has: {', '.join(splits) or 'none'}")
         theirs = [str(c) for c in (meta.get("classes") or [])]
-        if self.info.get("classes") and theirs and self.classes != theirs:
-            raise UserError(f"{data} has {len(theirs)} classes that differ from the checkpoint's {len(self.classes)}; "
-                            "its labels would not mean the checkpoint's classes")
+        if self.info.get("classes") and theirs:
+            _same_classes(data, "ids", theirs, self.classes)
+            # Names where both sides have them (names that only repeat the ids are none): two IDX or
+            # WebDataset sets both have ids 0..n-1, and only their names tell them apart.
+            names = [str(n) for n in (meta.get("class_names") or [])]
+            mine = [str(n) for n in (self.info.get("class_names") or [])]
+            if names and names != theirs and mine and mine != self.classes:
+                _same_classes(data, "names", names, mine)
         if workers is None:  # small images are read straight from the page cache: processes only cost start-up time
             workers = 0 if is_small(meta.get("size", 256)) else 2
         if workers < 0:
