@@ -15,7 +15,7 @@ supported: sparse and object arrays, and ``-v7.3`` files (HDF5), which raise
 Bounded before anything is allocated (a crafted file raises
 :class:`MatLimit`, a ``ValueError``, naming the limit): the file's size and
 the total inflated size of its compressed elements (:data:`MAX_MAT_BYTES`,
-256 MB: ILSVRC-2012's ``meta.mat`` is about 2 MB, inflated), the number of
+64 MB: ILSVRC-2012's ``meta.mat`` is about 2 MB, inflated), the number of
 struct and cell elements in the whole file (:data:`MAX_ELEMENTS`, 1 M: the
 devkit's has 1,860 structs of 6 fields) and the nesting of structs and
 cells (:data:`MAX_DEPTH`, 32: the devkit's is 2). Broken compressed data,
@@ -42,7 +42,7 @@ MI_MATRIX, MI_COMPRESSED, MI_UTF8, MI_UTF16, MI_UTF32 = 14, 15, 16, 17, 18
 MX_CELL, MX_STRUCT, MX_OBJECT, MX_CHAR, MX_SPARSE = 1, 2, 3, 4, 5
 _CLASS_DTYPE = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4", 14: "i8", 15: "u8"}
 
-MAX_MAT_BYTES = 256 << 20  # the file, and all its compressed elements inflated together
+MAX_MAT_BYTES = 64 << 20  # the file, and all its compressed elements inflated together (ILSVRC's: 2 MB)
 MAX_ELEMENTS = 1_000_000  # struct and cell elements (Python objects built) in one file
 MAX_DEPTH = 32  # structs and cells within structs and cells
 _CHUNK = 1 << 20
@@ -61,7 +61,7 @@ class _Budget:
 
     def inflate(self, payload: bytes) -> bytes:
         d = zlib.decompressobj()
-        out = []
+        out = bytearray()
         try:
             chunk = d.decompress(payload, _CHUNK)
             while True:
@@ -69,7 +69,7 @@ class _Budget:
                 if self.inflated > MAX_MAT_BYTES:
                     raise MatLimit(f"compressed data inflating to more than {MAX_MAT_BYTES >> 20} MB, the limit "
                                    "for a MAT file")
-                out.append(chunk)
+                out += chunk
                 if d.eof or not d.unconsumed_tail:
                     break
                 chunk = d.decompress(d.unconsumed_tail, _CHUNK)
@@ -77,7 +77,7 @@ class _Budget:
             raise MatLimit(f"broken compressed data ({e})") from None
         if not d.eof:
             raise MatLimit("truncated compressed data")
-        return b"".join(out)
+        return bytes(out)
 
     def build(self, count: int) -> None:
         self.elements += count
