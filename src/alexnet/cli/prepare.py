@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                    help="skip image files and tar members larger than this, without reading them (default 64 MB)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fixed shuffled order samples are written in (default 0; recorded in meta.json)")
+    p.add_argument("--force", action="store_true",
+                   help="redo OUT from scratch when it holds a prepare of other data or settings (or of this source "
+                        "before it changed), deleting only the files prepare writes there")
     add_progress_flag(p, "progress bar")
     p.set_defaults(func=run)
 
@@ -39,7 +42,7 @@ def run(args) -> int:
     check_output_dir(args.out)
     s = prepare(args.src, args.out, size=args.size, workers=args.workers, progress=show_progress(args),
                 max_pixels=args.max_pixels or MAX_PIXELS, seed=args.seed,
-                max_image_bytes=args.max_image_bytes or MAX_IMAGE_BYTES)
+                max_image_bytes=args.max_image_bytes or MAX_IMAGE_BYTES, force=args.force)
     splits = ", ".join(f"{n:,} {name}" for name, n in s["splits"].items())
     skipped = f"{s['skipped']:,} skipped (see {args.out}/skipped.txt)" if s["skipped"] else "none skipped"
     if s["processed"] == 0:

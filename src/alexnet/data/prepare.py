@@ -46,6 +46,8 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..fileio import atomic_write, remove_temporaries
 from .images import MAX_IMAGE_BYTES, MAX_PIXELS, BadImage, load_square, probe_size
 from .meta import META_FILE, VERSION, is_small, read_meta  # noqa: F401  (read_meta re-exported for older callers)
-from .shards import ShardWriter, decode_jpegs, shard_name, shuffled_order
+from .shards import Member, ShardWriter, decode_jpegs, shard_name, shuffled_order
 from .sources import Source, open_source
 from .stats import STATS_FILE, PixelStats
 
@@ -108,14 +110,34 @@ def choose_side(source: Source, size: int, max_pixels: int, max_bytes: int = MAX
     return int(size), ("raw" if is_small(size) else "jpg")
 
 
+def _file_state(path: str, cache: dict) -> bytes:
+    """Size and modification time of a source file (one stat): an edited or replaced file changes them."""
+    if path not in cache:
+        try:
+            st = os.stat(path)
+            cache[path] = f"{st.st_size}:{st.st_mtime_ns}".encode()
+        except OSError:  # gone since it was listed: reading it will list it as skipped
+            cache[path] = b"?"
+    return cache[path]
+
+
 def fingerprint(source: Source, settings: dict) -> str:
-    """A hash of the source listing (or array bytes) and the settings: a rerun must match it."""
+    """A hash of the source listing and content (or array bytes) and the settings: a rerun must match it.
+
+    The content of a file source is its files' sizes and modification times (one stat per file; for a
+    WebDataset source, each shard's and each member's offset and size), so another source with the same
+    names, or files edited since an interrupted run, do not match."""
     h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    states: dict = {}
     for name, split in sorted(source.splits.items()):
         h.update(name.encode())
         if split.files is not None:
             for path, label in split.files:  # names as bytes: any name, UTF-8 or not (a tar member: shard:name)
-                h.update(os.fsencode(os.path.relpath(str(path), source.root)) + f"\0{label}\n".encode())
+                h.update(os.fsencode(os.path.relpath(str(path), source.root)) + f"\0{label}\0".encode())
+                if isinstance(path, Member):
+                    h.update(_file_state(path.shard, states) + f":{path.offset}:{path.size}\n".encode())
+                else:
+                    h.update(_file_state(path, states) + b"\n")
         else:
             h.update(str(split.images.shape).encode())
             h.update(np.ascontiguousarray(split.images).data)
@@ -220,14 +242,74 @@ def _run_task(task: Task) -> tuple[str, int, int, int]:
 
 
 # ---------------------------------------------------------------- driver
-def _check_out(out: Path, fp: str) -> None:
+def _check_out(out: Path, fp: str, settings: dict, force: bool = False) -> None:
+    """Refuse an ``out`` that holds anything but a prepare of this very source (listing, sizes, modification
+    times) and settings; ``force``: clear a folder prepare wrote (its own files only, see :func:`_clear`)."""
     plan = out / WORK_DIR / "plan.json"
     if plan.is_file():
-        if json.loads(plan.read_text()).get("fingerprint") != fp:
-            raise UserError(f"{out} holds a prepare of other data or settings: remove it or choose another folder")
-        return
+        try:
+            old = json.loads(plan.read_text())
+        except (ValueError, OSError):
+            old = {}
+        old = old if isinstance(old, dict) else {}
+        if old.get("fingerprint") == fp:
+            return
+        if force:
+            _clear(out)
+            return
+        before = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+        diff = sorted(k for k in settings if before.get(k) != settings[k])
+        why = (f"{', '.join(diff)} differ" if diff else
+               "another source, or this one before it changed: files added, removed, edited or relabelled")
+        raise UserError(f"{out} holds a prepare of other data or settings ({why}): choose a new folder, "
+                        "or add --force to redo it from scratch")
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty (and is not an unfinished prepare): choose another folder")
+        raise UserError(f"{out} exists and is not empty (and is not an unfinished prepare): choose another folder"
+                        + (" (--force only redoes a folder prepare wrote)" if force else ""))
+
+
+_OWN_NAME = re.compile(r"^(?:(?:train|val|test)-\d{6}\.tar|(?:train|val|test)\.index\.npy|\..+\.tmp)$")
+_OWN_WORK_NAME = re.compile(r"^(?:plan\.json|(?:train|val|test)-\d{6}\.npz|\..+\.tmp)$")
+
+
+def _clear(out: Path) -> int:
+    """Delete what prepare writes in ``out`` (meta.json, stats.npz, skipped.txt, shards, indexes, .prepare/
+    and temporaries), nothing else; a link is removed, never followed. How many files went."""
+    gone = 0
+
+    def remove(p: Path) -> None:
+        nonlocal gone
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+            gone += 1
+
+    work = out / WORK_DIR
+    if work.is_symlink():
+        remove(work)
+    elif work.is_dir():
+        for p in work.iterdir():
+            if _OWN_WORK_NAME.match(p.name):
+                remove(p)
+        if not any(work.iterdir()):
+            work.rmdir()
+    for p in out.iterdir():
+        if p.name in (META_FILE, STATS_FILE, SKIPPED_FILE) or _OWN_NAME.match(p.name):
+            remove(p)
+    return gone
+
+
+def _warn_empty_classes(source: Source) -> None:
+    """One line on stderr naming the classes with no training file or sample (an empty class folder)."""
+    train = source.splits["train"]
+    labels = train.labels if train.labels is not None else np.array([label for _, label in train.files], np.int64)
+    labels = labels[(labels >= 0) & (labels < len(source.classes))]
+    empty = np.flatnonzero(np.bincount(labels, minlength=len(source.classes)) == 0)
+    if not len(empty):
+        return
+    names = ", ".join(source.classes[int(i)] for i in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    where = " (empty class folders)" if source.kind in ("folder", "ilsvrc2012") else ""
+    print(one_line(f"alexnet prepare: warning: {len(empty)} of {len(source.classes)} classes have no training "
+                   f"images{where}: {names}")[:600], file=sys.stderr, flush=True)
 
 
 def _done(out: Path, task: Task) -> bool:
@@ -262,14 +344,17 @@ def _run_all(tasks, source, settings, workers: int, progress: bool, total: int) 
 
 def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, workers: int | None = None,
             progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None,
-            seed: int = SHUFFLE_SEED, max_image_bytes: int = MAX_IMAGE_BYTES) -> dict:
+            seed: int = SHUFFLE_SEED, max_image_bytes: int = MAX_IMAGE_BYTES, force: bool = False) -> dict:
     """Prepare ``src`` into ``out`` (see the module docstring); returns a summary dict.
 
     ``workers``: processes (default: every core). ``shard_size``: samples
     per shard (default: about 64 MB of data per shard). ``seed``: of the
     fixed shuffled order the samples are written in. ``max_image_bytes``:
     a source image file or tar member larger than this is skipped (listed in
-    skipped.txt) without being read (:data:`alexnet.data.images.MAX_IMAGE_BYTES`).
+    skipped.txt) without being read (:data:`alexnet.data.images.MAX_IMAGE_BYTES`). ``force``: an ``out``
+    that holds a prepare of other data or settings is cleared first (only the files prepare writes), not refused.
+
+    Classes without a single training file or sample are reported on stderr (one line), not refused.
     """
     t0 = time.perf_counter()
     if size < 1:
@@ -282,6 +367,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     if len(source.classes) < 2:
         raise UserError(f"{source.root} holds {len(source.classes)} class ({', '.join(source.classes)}): "
                         "a classifier needs at least two")
+    _warn_empty_classes(source)
     out = Path(out)
     side, fmt = choose_side(source, size, max_pixels, max_image_bytes)
     channels = source.channels
@@ -293,7 +379,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,
                 "max_pixels": int(max_pixels), "max_image_bytes": int(max_image_bytes), "kind": source.kind, "quality": JPEG_QUALITY, "shuffle_seed": int(seed)}
     fp = fingerprint(source, settings)
-    _check_out(out, fp)
+    _check_out(out, fp, settings, force)
     (out / WORK_DIR).mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
     remove_temporaries(out / WORK_DIR)

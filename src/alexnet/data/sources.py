@@ -64,11 +64,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import pickle
 import re
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,7 @@ from .shards import Member, scan_shard
 
 SPLITS = ("train", "val", "test")
 WNID = re.compile(r"^n\d{8}$")
+MAX_CLASSES = 100_000  # the most classes a source may have: the model's bound (alexnet.models.alexnet.MAX_CLASSES)
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -108,6 +111,28 @@ class Source:
     @property
     def is_array(self) -> bool:
         return self.kind in ("idx", "cifar10", "cifar100")
+
+
+# ------------------------------------------------------------------ bounds
+MAX_TEXT_BYTES = 64 << 20  # a class list, synset mapping or ground-truth text file
+
+
+def _check_classes(n: int, where: str) -> None:
+    """Refuse more than :data:`MAX_CLASSES` classes, before a list of them is built."""
+    if n > MAX_CLASSES:
+        raise UserError(f"{where}: {n:,} classes, over the limit of {MAX_CLASSES:,}")
+
+
+def _read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """A small text file, refused (one line) when it is over ``limit`` bytes, before it is read."""
+    size = path.stat().st_size
+    if size > limit:
+        raise UserError(f"{path}: a file of {size:,} bytes, over the limit of {limit:,} for a list of classes or labels")
+    with open(path, encoding="utf-8") as f:
+        text = f.read(limit + 1)
+    if len(text) > limit:
+        raise UserError(f"{path}: over the limit of {limit:,} bytes for a list of classes or labels")
+    return text
 
 
 # ------------------------------------------------------------------ detect
@@ -198,6 +223,7 @@ def read_folder(root: Path, base: Path) -> Source:
     classes = _class_dirs(base / "train")
     if not classes:
         raise UserError(f"{base / 'train'} has no class folders (expected train/<class>/<images>)")
+    _check_classes(len(classes), f"{base / 'train'}")
     index = {c: i for i, c in enumerate(classes)}
     names = _synset_names(root, classes)
     splits = {"train": _labelled_files(base / "train", index, "train")}
@@ -244,7 +270,7 @@ def _synset_names(root: Path, classes: list[str]) -> list[str] | None:
         path = _find(root, fname)
         if path is not None:
             mapping = {}
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in _read_text(path).splitlines():
                 wnid, _, words = line.strip().partition(" ")
                 if wnid:
                     mapping[wnid] = words.strip() or wnid
@@ -285,7 +311,7 @@ def _ilsvrc_val(root: Path, val: Path, index: dict[str, int]) -> tuple[Split, li
             raise UserError(f"{gt_txt} needs the devkit's meta.mat beside it (to map ILSVRC2012_IDs to synsets)")
         id_to_wnid, words = read_devkit_meta(meta)
         try:
-            ids = [int(line) for line in gt_txt.read_text().split()]
+            ids = [int(line) for line in _read_text(gt_txt).split()]
         except ValueError:
             raise UserError(f"{gt_txt}: expected one ILSVRC2012_ID per line") from None
         # line i labels ILSVRC2012_val_{i:08d}
@@ -322,27 +348,72 @@ _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[.-]idx([13])-ubyte(\.gz)?
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+MAX_IDX_BYTES = 1 << 32  # the data of one IDX file, held in memory whole: 4 GiB (MNIST's is 47 MB)
+MAX_IDX_DIMS = 4  # images are N x H x W (x C), labels N
+_CHUNK = 1 << 20
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An IDX file (gzipped or not: detected from its first bytes) as a numpy array."""
+    """An IDX file (gzipped or not: detected from its first bytes) as a numpy array.
+
+    Bounded before it allocates: the header's dimensions (at most :data:`MAX_IDX_DIMS`) say the data's size,
+    which must be at most :data:`MAX_IDX_BYTES` and is exactly what the file holds (or inflates to: a
+    gzipped file is inflated in chunks and refused as soon as it holds more than its header says)."""
     path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+            return _read_idx_stream(path, f, None if gz else os.fstat(raw.fileno()).st_size)
+        except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise
             raise UserError(f"{path}: broken gzip data ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+
+
+def _read_exactly(f, n: int) -> bytes:
+    parts, left = [], n
+    while left:
+        chunk = f.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_idx_stream(path: Path, f, file_size: int | None) -> np.ndarray:
+    head = _read_exactly(f, 4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
+    ndim = head[3]
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise UserError(f"{path}: an IDX file of {ndim} dimensions (at most {MAX_IDX_DIMS} are read)")
+    dims_bytes = _read_exactly(f, 4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
         raise UserError(f"{path}: truncated IDX header")
-    dims = [int(d) for d in np.frombuffer(data, ">u4", ndim, 4)]
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    count = int(np.prod(dims)) if dims else 1
+    dims = [int(d) for d in np.frombuffer(dims_bytes, ">u4", ndim)]
+    dtype = np.dtype(_IDX_TYPES[head[2]])
     start = 4 + 4 * ndim
-    if len(data) - start < count * dtype.itemsize:
-        raise UserError(f"{path}: truncated IDX file ({len(data) - start} bytes of data for shape {tuple(dims)})")
-    return np.frombuffer(data, dtype, count, start).reshape(dims)
+    nbytes = math.prod(dims) * dtype.itemsize  # Python integers: no overflow
+    if nbytes > MAX_IDX_BYTES:
+        raise UserError(f"{path}: IDX dimensions {tuple(dims)} make {nbytes:,} bytes of data, over the limit of "
+                        f"{MAX_IDX_BYTES:,} bytes for one file")
+    if file_size is not None and file_size - start < nbytes:
+        raise UserError(f"{path}: truncated IDX file ({file_size - start} bytes of data for shape {tuple(dims)})")
+    data = bytearray(nbytes)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        n = f.readinto(view[got:got + _CHUNK])
+        if not n:
+            break
+        got += n
+    if got < nbytes:
+        raise UserError(f"{path}: truncated IDX file ({got} bytes of data for shape {tuple(dims)})")
+    if f.read(1):
+        raise UserError(f"{path}: more data than its IDX header says (shape {tuple(dims)}, {nbytes:,} bytes)")
+    return np.frombuffer(data, dtype, math.prod(dims)).reshape(dims)
 
 
 def read_idx_folder(root: Path) -> Source:
@@ -369,6 +440,7 @@ def read_idx_folder(root: Path) -> Source:
     if "train" not in splits:
         raise UserError(f"{root}: no train-images-idx3-ubyte[.gz] file")
     n_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
+    _check_classes(n_classes, f"{root}: IDX labels up to {n_classes - 1}")
     classes = [str(i) for i in range(n_classes)]
     names = FASHION_NAMES if "fashion" in str(root.resolve()).lower() and n_classes == 10 else classes
     return Source("idx", root, classes, list(names), splits, channels=int(splits["train"].images.shape[-1]))
@@ -426,6 +498,7 @@ def read_cifar10(root: Path) -> Source:
     names = [str(i) for i in range(10)]
     if (root / "batches.meta").is_file():
         names = _names(read_pickle(root / "batches.meta").get("label_names", names))
+        _check_classes(len(names), f"{root / 'batches.meta'}")
     splits = {
         "train": Split(images=np.concatenate([t[0] for t in train]), labels=np.concatenate([t[1] for t in train])),
         "val": Split(images=val[0], labels=val[1]),
@@ -441,6 +514,7 @@ def read_cifar100(root: Path) -> Source:
         splits["val"] = Split(images=val[0], labels=val[1])
     meta = read_pickle(root / "meta")
     names = _names(meta.get("fine_label_names", [str(i) for i in range(100)]))
+    _check_classes(len(names), f"{root / 'meta'}")
     return Source("cifar100", root, list(names), list(names), splits)
 
 
@@ -509,6 +583,9 @@ def _shard_samples(path: Path, max_image_bytes: int = MAX_IMAGE_BYTES) -> Split:
             if not text.isdigit() or len(text) > 9:
                 split.skipped.append((where, f"label {text[:20].decode('ascii', 'replace')!r} is not a class number"))
                 continue
+            if int(text) >= MAX_CLASSES:  # a class count from one number: refused before a list of it is built
+                raise UserError(f"{where}.cls: class {int(text):,} in a WebDataset label, over the limit of "
+                                f"{MAX_CLASSES:,} classes")
             ext, offset, size = parts[images[0]]
             if size > max_image_bytes:
                 split.skipped.append((where, f"image member {key}.{ext} of {size} bytes, over the limit of "
@@ -522,7 +599,8 @@ def _class_file(root: Path, n: int) -> tuple[list[str], list[str]] | None:
     path = root / "classes.txt"
     if not path.is_file():
         return None
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    _check_classes(len(lines), f"{path}")
     if len(lines) < n:
         raise UserError(f"{path} names {len(lines)} classes, but the shards have labels up to {n - 1}")
     ids = [line.partition(" ")[0] for line in lines]
@@ -549,6 +627,7 @@ def read_webdataset(root: Path, shards: dict[str, list[Path]], max_image_bytes: 
     if not labels:
         raise UserError(f"{root}: no training samples with an image and a .cls label in {len(shards['train'])} shards")
     n = max(labels) + 1
+    _check_classes(n, f"{root}: WebDataset labels up to {n - 1}")
     named = _class_file(root, n)
     classes, names = named if named else ([str(i) for i in range(n)], [str(i) for i in range(n)])
     return Source("webdataset", root, classes, names, splits)

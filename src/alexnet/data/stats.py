@@ -28,6 +28,8 @@ Folders prepared before schema 2 hold the same statistics for values in
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -115,17 +117,74 @@ def to_pixel_units(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+MAX_STATS_BYTES = 1 << 30  # the arrays of a stats.npz together, when meta.json does not say their shapes
+STATS_KEYS = ("mean_image", "mean_rgb", "eigval", "eigvec", "cov", "count", "schema")
+
+
+def _expected_shapes(prepared_dir: Path) -> dict[str, tuple] | None:
+    """The shape each statistic must have, from the folder's meta.json (``size``, ``channels``); None without one."""
+    import json
+
+    path = prepared_dir / "meta.json"
+    try:
+        if path.stat().st_size > 64 << 20:
+            return None
+        meta = json.loads(path.read_text())
+        size, c = meta["size"], meta["channels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (size, c)):
+        return None
+    return {"mean_image": (size, size, c), "mean_rgb": (c,), "eigval": (c,), "eigvec": (c, c), "cov": (c, c),
+            "count": (), "schema": ()}
+
+
+def _read_stats(path: Path, want: dict[str, tuple] | None) -> dict[str, np.ndarray]:
+    """The known arrays of ``path``, each refused from its npy header (shape, dtype) before it is inflated:
+    the shape ``want`` gives, a number type, and :data:`MAX_STATS_BYTES` in all. Other members are not read."""
+    stats, total = {}, 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if key not in STATS_KEYS or key in stats:
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise UserError(f"{path}: {key} is of type {dtype}, not numbers")
+            if want is not None and tuple(shape) != want[key]:
+                raise UserError(f"{path}: {key} has shape {tuple(shape)}, but the size and channels in meta.json "
+                                f"make it {want[key]}")
+            total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if total > MAX_STATS_BYTES:
+                raise UserError(f"{path}: statistics of more than {MAX_STATS_BYTES:,} bytes (the limit), "
+                                f"{key} of shape {tuple(shape)}")
+            with z.open(info) as f:  # reads exactly what the header says
+                stats[key] = np.lib.format.read_array(f, allow_pickle=False)
+    return stats
+
+
 def load_stats(prepared_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """``mean_image``, ``mean_rgb``, ``eigval``, ``eigvec`` (and ``cov``, ``count``) of a prepared folder, in pixel units.
 
     A folder prepared by an older alexnet (statistics of [0, 1] values) is read
-    and converted; its shards need no change.
+    and converted; its shards need no change. Each array is checked from its
+    header before it is read (see :func:`_read_stats`): a crafted stats.npz
+    (a zip bomb, an array of Python objects) is a one-line error.
     """
     path = Path(prepared_dir) / STATS_FILE
     if not path.is_file():
         raise UserError(f"{prepared_dir} has no {STATS_FILE}: is it a folder written by `alexnet prepare`?")
-    with np.load(path, allow_pickle=False) as z:
-        stats = {k: z[k] for k in z.files}
+    try:
+        stats = _read_stats(path, _expected_shapes(Path(prepared_dir)))
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError) as e:  # a broken zip, member or npy header
+        raise UserError(f"{path}: not a readable statistics file ({e})") from None
+    missing = [k for k in STATS_KEYS[:4] if k not in stats]
+    if missing:
+        raise UserError(f"{path}: no {', '.join(missing)}")
     if int(stats.get("schema", 1)) > STATS_SCHEMA:
         raise UserError(f"{path} has statistics schema {int(stats['schema'])}; this alexnet reads up to "
                         f"{STATS_SCHEMA}: upgrade alexnet")
