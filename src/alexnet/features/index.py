@@ -269,7 +269,7 @@ class RetrievalIndex:
         proj = torch.from_numpy(self.projection)
         out = np.empty((x.shape[0], self.bits), np.float32)
         for s in range(0, x.shape[0], batch):
-            blk = torch.from_numpy(np.asarray(x[s : s + batch], dtype=np.float32))
+            blk = torch.from_numpy(np.array(x[s : s + batch], dtype=np.float32))  # a writable copy
             out[s : s + batch] = ((blk - mean) @ proj).numpy()
         return out
 
