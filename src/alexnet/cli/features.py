@@ -17,6 +17,11 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", default="fc7", help="activation name (conv1..conv5, norm1, pool5, fc6, fc7, fc8, pixels)")
     p.add_argument("--out", required=True, help="output FILE.npy")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--index", choices=("binary", "faiss"),
+                   help="also build a retrieval index of the features, FILE.KIND.npz (binary: 256-bit PCA+ITQ "
+                        "codes; faiss: IVF-PQ, needs pip install alexnet[retrieval]) for "
+                        "`alexnet neighbors --search KIND --index FILE.KIND.npz`")
+    p.add_argument("--bits", type=positive_int, default=256, help="--index: PCA dimensions / code bits (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     add_workers_flag(p)
     add_device_flag(p)
@@ -33,6 +38,12 @@ def run(args) -> int:
     from ..fileio import check_output_file
 
     paths = sidecar_paths(args.out)
+    if args.index:
+        from ..features.index import index_path_for, require_faiss
+
+        if args.index == "faiss":
+            require_faiss()  # before the (long) feature pass
+        paths["index"] = index_path_for(args.out, args.index)
     for path in paths.values():
         check_output_file(path)
     ck = Checkpoint.load(args.checkpoint, args.device)
@@ -44,4 +55,11 @@ def run(args) -> int:
     n, d = fs.features.shape
     print(f"{args.layer} of {n} {args.split} images: {n} x {d} {args.dtype} -> {paths['features']} "
           f"(+ {paths['labels'].name}, {paths['ids'].name}, {paths['meta'].name})")
+    if args.index:
+        from ..features.index import build_index, save_index
+
+        index = build_index(fs, args.index, bits=args.bits, progress=show_progress(args))
+        save_index(index, paths["index"])
+        print(f"{args.index} index ({index.bits} bits, {index.nbytes / 2**20:.1f} MiB, built in "
+              f"{index.info['build_s']:.1f} s) -> {paths['index']}")
     return 0

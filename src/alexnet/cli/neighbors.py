@@ -14,8 +14,11 @@ from . import add_device_flag, add_progress_flag, add_workers_flag, show_progres
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "neighbors", help="nearest training images in fc7 space (the paper's Figure 4); --evaluate: kNN accuracy",
-        description="Exact Euclidean nearest neighbours among the training images, in fc7 space. The training "
-                    "features are computed once and cached beside the checkpoint (CHECKPOINT.features/). "
+        description="Euclidean nearest neighbours among the training images, in fc7 space: exact by default, or "
+                    "through 256-bit binary codes (--search binary: PCA + ITQ, Hamming distance, the best "
+                    "--candidates re-ranked exactly) or a faiss IVF-PQ index (--search faiss, needs "
+                    "pip install alexnet[retrieval]). The training features (and an index) are computed once and "
+                    "cached beside the checkpoint (CHECKPOINT.features/). "
                     "--evaluate SPLIT scores kNN classification of SPLIT against the training set in fc7 space "
                     "and in raw-pixel space.")
     p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/best.ckpt)")
@@ -27,6 +30,13 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help='print [{"query", "neighbors": [{"id", "class", "distance"}, ...]}] (or the scores)')
     p.add_argument("--out", metavar="DIR", help="also write neighbors.json and neighbors.png (or knn.json) here")
+    p.add_argument("--search", choices=("exact", "binary", "faiss"), default="exact",
+                   help="exact (default), binary (codes + exact re-ranking) or faiss (IVF-PQ + exact re-ranking)")
+    p.add_argument("--index", metavar="FILE.npz",
+                   help="an index written by `alexnet features ... --index KIND` (default: one cached beside the "
+                        "checkpoint, built on first use)")
+    p.add_argument("--candidates", type=positive_int, metavar="R",
+                   help="binary/faiss: candidates re-ranked exactly per query (default max(1000, 100 k))")
     p.add_argument("--no-pixels", action="store_true", help="--evaluate: skip the raw-pixel baseline")
     p.add_argument("--no-cache", action="store_true", help="recompute features in memory, write no cache")
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -58,12 +68,20 @@ def run(args) -> int:
             check_output_file(out / name)
     progress = show_progress(args)
     common = dict(device=args.device, workers=args.workers, progress=progress)
+    if args.search == "faiss":
+        from ..features.index import require_faiss
+
+        require_faiss()  # before any model or data is loaded
+    if args.index and args.search == "exact":
+        raise UserError("--index needs --search binary or faiss")
+    how = dict(search=args.search, index=args.index, candidates=args.candidates)
 
     if args.evaluate:
         from ..features.knn import evaluate_knn, format_evaluation
 
         r = evaluate_knn(args.checkpoint, args.data, args.evaluate, k=args.k, layer=args.layer,
-                         pixels=not args.no_pixels, batch_size=args.batch_size, cache=not args.no_cache, **common)
+                         pixels=not args.no_pixels, batch_size=args.batch_size, cache=not args.no_cache, **common,
+                         **how)
         print(dumps(r) if args.json else format_evaluation(r))
         if out:
             _write(out, "knn.json", r)
@@ -73,10 +91,11 @@ def run(args) -> int:
 
     ck = Checkpoint.load(args.checkpoint, args.device)
     res = find_neighbors(ck, args.data, args.query, k=args.k, layer=args.layer, batch_size=args.batch_size,
-                         cache=not args.no_cache, **common)
+                         cache=not args.no_cache, **common, **how)
     if args.json:
         print(dumps(res))
     else:
+        print(f"search: {args.search}" + (f" (index {args.index})" if args.index else ""))
         for r in res:
             print(r["query"])
             for j, n in enumerate(r["neighbors"], 1):

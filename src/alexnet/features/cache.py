@@ -155,3 +155,34 @@ def _drop_stale(folder: Path, prefix: str, key: str) -> None:
             pass
     if gone:
         _save_manifest(folder, [n for n in listed if n not in gone])
+
+
+def cached_index(fs: FeatureSet, kind: str, *, progress: bool = False, **build):
+    """The ``kind`` index (binary codes or faiss) of a feature set, kept beside its ``.npy`` (``FILE.KIND.npz``).
+
+    Built on first use and listed in the folder's manifest when the set lives in a cache folder, so it goes
+    with the set when the set goes stale. A set held in memory gets an index in memory.
+    """
+    from .index import build_index, check_source, index_path_for, load_index, require_faiss, save_index
+
+    if kind == "faiss":
+        require_faiss()
+    if fs.path is None:
+        return build_index(fs, kind, progress=progress, **build)
+    path = index_path_for(fs.path, kind)
+    if path.is_file():
+        try:
+            index = load_index(path)
+            check_source(index, fs)
+            return index
+        except UserError:
+            pass  # damaged or built from an older set: rebuild below
+    index = build_index(fs, kind, progress=progress, **build)
+    folder = Path(fs.path).parent
+    if path.name not in _written(folder) and (folder / MANIFEST).is_file():
+        _remember(folder, [path.name])
+    try:
+        save_index(index, path)
+    except OSError:
+        pass  # a read-only folder: search with the index in memory
+    return index

@@ -255,6 +255,9 @@ def evaluate_knn(
     device: str | torch.device | None = None,
     cache: bool = True,
     progress: bool = True,
+    search: str = "exact",
+    index=None,
+    candidates: int | None = None,
 ) -> dict[str, Any]:
     """kNN classification of ``split`` against the training set, in fc7 space and in pixel space.
 
@@ -268,17 +271,32 @@ def evaluate_knn(
     ``split == "train"`` is scored leave-one-out (an image is not its own
     neighbour). Training features come from the cache beside the checkpoint
     (a path or a :class:`~alexnet.engine.inference.Checkpoint`).
+    ``search`` (exact, binary, faiss), ``index``, ``candidates``: how the
+    ``layer`` space is searched (see
+    :func:`~alexnet.features.neighbors.training_searcher`); the result's
+    ``"search"`` names it. The pixel baseline is always searched exactly.
     """
+    from .neighbors import training_searcher
+
     ck = Checkpoint.load(checkpoint, device)
     kw = dict(batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     out: dict[str, Any] = {"split": split, "k": k}
     for space in [layer] + (["pixels"] if pixels else []):
-        train = cached_features(ck, data, "train", space, **kw)
+        if space == layer:
+            searcher = training_searcher(ck, data, layer, search=search, index=index, candidates=candidates, **kw)
+            out["search"] = searcher.describe(k)
+            train = searcher.train
+        else:
+            train = cached_features(ck, data, "train", space, **kw)
         if split == "train":
             query, exclude = train, np.arange(train.count)
         else:
             query, exclude = cached_features(ck, data, split, space, **kw), None
-        _, ids = knn_search(query.features, train.features, k, exclude=exclude, device=ck.device, progress=progress)
+        if space == layer:
+            _, ids = searcher(query.features, k, exclude=exclude, progress=progress)
+        else:
+            _, ids = knn_search(query.features, train.features, k, exclude=exclude, device=ck.device,
+                                progress=progress)
         scores = knn_scores(query.labels, train.labels[ids], len(train.class_names) or None)
         key = "fc7" if space == layer and layer == "fc7" else ("pixels" if space == "pixels" else space)
         out[key] = {"space": space, "dim": int(train.features.shape[1]), **scores}
@@ -296,6 +314,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         f"k={k}, {result.get('classes', '?')} classes (chance {100 * result['chance']:.1f}%)",
         f"{'space':<10} {'dim':>7} {'1-NN acc':>9} {f'{k}-NN acc':>9} {f'P@{k}':>7}",
     ]
+    if result.get("search"):
+        lines.insert(1, f"search ({result.get('fc7', {}).get('space', 'fc7')}): {result['search']}")
     for key, r in result.items():
         if isinstance(r, dict) and "knn_acc" in r:
             lines.append(f"{r['space']:<10} {r['dim']:>7} {100 * r['nn1_acc']:>8.1f}% {100 * r['knn_acc']:>8.1f}% "

@@ -3,7 +3,9 @@
 :func:`find_neighbors` answers for image files, :func:`split_neighbors` for
 images of a prepared split; both search the training features cached beside
 the checkpoint (computed on first use) with the exact search of
-:mod:`alexnet.features.knn`. :func:`neighbor_panels` and
+:mod:`alexnet.features.knn` (``search="exact"``), or through an index of
+binary codes or faiss (``search="binary"`` / ``"faiss"``, see
+:mod:`alexnet.features.index`) whose candidates are re-ranked exactly. :func:`neighbor_panels` and
 :func:`split_neighbor_panels` add the pictures, for
 :func:`alexnet.viz.figures.neighbors_figure`.
 """
@@ -25,7 +27,9 @@ from .extract import layer_function
 from .knn import knn_search
 from .store import FeatureSet
 
-__all__ = ["find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
+SEARCHES = ("exact", "binary", "faiss")
+
+__all__ = ["SEARCHES", "Searcher", "training_searcher", "find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
            "query_picture"]
 
 
@@ -39,6 +43,68 @@ def query_features(ck: Checkpoint, images: Sequence[str | os.PathLike], layer: s
         x = torch.stack([ck.preprocess(p) for p in images[s : s + batch_size]])
         out.append(fn(x.to(ck.device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class Searcher:
+    """Nearest rows of one training feature set, by exact search or through an index; ``describe`` says which."""
+
+    def __init__(self, train: FeatureSet, search: str = "exact", index=None, candidates: int | None = None,
+                 device=None):
+        self.train, self.search, self.index, self.candidates, self.device = train, search, index, candidates, device
+
+    def __call__(self, queries, k: int, exclude=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            return knn_search(queries, self.train.features, k, exclude=exclude, device=self.device, progress=progress)
+        return self.index.search(queries, self.train.features, k, candidates=self.candidates, exclude=exclude)
+
+    def describe(self, k: int = 6) -> str:
+        if self.index is None:
+            return "exact: every training vector compared"
+        r = max(k, self.candidates if self.candidates is not None else max(1000, 100 * k))
+        return self.index.describe(min(r, self.train.count))
+
+
+def training_searcher(ck: Checkpoint, data, layer: str = "fc7", *, search: str = "exact",
+                      index: str | os.PathLike | None = None, candidates: int | None = None, batch_size: int = 256,
+                      workers: int | None = None, progress: bool = True, cache: bool = True) -> Searcher:
+    """A :class:`Searcher` over the training features of ``ck`` on ``data``.
+
+    ``search``: exact, binary or faiss. ``index``: an index file (``alexnet features ... --index KIND``) to
+    use instead of the cached one; the feature file it was built from is searched, and it must come from this
+    checkpoint and layer. Without it, the index is built once and cached beside the cached training features.
+    """
+    from .index import check_source, load_index, require_faiss
+
+    if search not in SEARCHES:
+        raise UserError(f"--search must be one of {', '.join(SEARCHES)}, not {search!r}")
+    if search == "faiss":
+        require_faiss()  # before the (long) feature pass
+    if index is not None:
+        if search == "exact":
+            raise UserError("--index is for --search binary or faiss")
+        idx = load_index(index)
+        if idx.kind != search:
+            raise UserError(f"{index} is a {idx.kind} index, not {search}")
+        src = idx.source
+        if src.get("layer") not in (None, layer):
+            raise UserError(f"{index} indexes layer {src['layer']}, not {layer}")
+        ckpt = src.get("checkpoint")
+        if ckpt is not None and Path(ckpt).resolve() != Path(ck.path).resolve():
+            raise UserError(f"{index} was built from features of {ckpt}, not of {ck.path}")
+        if "path" not in src:
+            raise UserError(f"{index} names no feature file to re-rank against")
+        from .store import read_features
+
+        train = read_features(src["path"])
+        check_source(idx, train)
+        return Searcher(train, search, idx, candidates, ck.device)
+    train = cached_features(ck, data, "train", layer, batch_size=batch_size, workers=workers, progress=progress,
+                            cache=cache)
+    if search == "exact":
+        return Searcher(train, device=ck.device)
+    from .cache import cached_index
+
+    return Searcher(train, search, cached_index(train, search, progress=progress), candidates, ck.device)
 
 
 def _results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndarray, queries: list) -> list[dict]:
@@ -55,12 +121,14 @@ def _results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndar
 
 def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: int = 6, layer: str = "fc7",
                    device=None, batch_size: int = 256, workers: int | None = None, cache: bool = True,
-                   progress: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True, search: str = "exact", index=None,
+                   candidates: int | None = None) -> list[dict[str, Any]]:
     """``[{"query": path, "neighbors": [{"id", "class", "label", "distance"}, ...]}]``, nearest first.
 
     ``checkpoint``: a path or a :class:`~alexnet.engine.inference.Checkpoint`.
     ``id`` is the neighbour's position in the training split; ``distance``
-    the Euclidean distance of the fc7 vectors.
+    the Euclidean distance of the fc7 vectors. ``search``, ``index``, ``candidates``: see
+    :func:`training_searcher`; each result names the search in ``"search"``.
     """
     if k < 1:
         raise UserError(f"-k must be at least 1, not {k}")
@@ -72,10 +140,13 @@ def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: 
         if not Path(p).is_file():
             raise UserError(f"image not found: {p}")
     q = query_features(ck, list(images), layer)
-    train = cached_features(ck, data, "train", layer, batch_size=batch_size, workers=workers, progress=progress,
-                            cache=cache)
-    dist, idx = knn_search(q, train.features, k, device=ck.device)
-    return _results(train, ck.class_names, dist, idx, [str(p) for p in images])
+    searcher = training_searcher(ck, data, layer, search=search, index=index, candidates=candidates,
+                                 batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+    dist, idx = searcher(q, k)
+    res = _results(searcher.train, ck.class_names, dist, idx, [str(p) for p in images])
+    for r in res:
+        r["search"] = search
+    return res
 
 
 def split_neighbors(checkpoint, data, split: str, ids: Sequence[int], *, k: int = 6, layer: str = "fc7",

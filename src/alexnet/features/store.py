@@ -3,7 +3,9 @@
 A feature set written at ``FILE.npy`` is
 
     FILE.npy          N x D features (float32 or float16), written through a
-                      memory map, so N x D never has to fit in memory
+                      memory map whose written pages are released every
+                      64 MB, so N x D never has to fit in memory and the
+                      writer's peak RSS does not grow with N
     FILE.labels.npy   N class indices (int64)
     FILE.ids.npy      N sample ids (int64): the image's position in the split
     FILE.json         what they are: checkpoint, data, split, layer, dtype,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, atomic_write
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
+RELEASE_BYTES = 64 * 2**20  # written feature bytes between releases of the memory map's pages
 
 __all__ = ["DTYPES", "FeatureSet", "FeatureWriter", "read_features", "sidecar_paths"]
 
@@ -110,6 +114,7 @@ class FeatureWriter:
         self.features: np.ndarray | None = None
         self.labels = np.empty(n, np.int64)
         self.count = 0
+        self._unflushed = 0
         self._files = contextlib.ExitStack()
 
     def __enter__(self) -> FeatureWriter:
@@ -140,6 +145,26 @@ class FeatureWriter:
         self.features[self.count : self.count + b] = features
         self.labels[self.count : self.count + b] = labels
         self.count += b
+        self._unflushed += features.nbytes
+        if self._unflushed >= RELEASE_BYTES:
+            self._release()
+
+    def _release(self) -> None:
+        """Write the rows so far to the file and drop them from this process's memory.
+
+        A memory map's written pages count in its resident set until the
+        kernel reclaims them; flushing and then advising ``MADV_DONTNEED``
+        every ``RELEASE_BYTES`` keeps the peak RSS flat in N (the rows stay
+        in the file and the page cache)."""
+        self._unflushed = 0
+        mm = getattr(self.features, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        self.features.flush()
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
     def finish(self, ids: np.ndarray, info: dict[str, Any]) -> FeatureSet:
         """The complete set, described by ``info`` (its layer, split and class names among it)."""
