@@ -141,6 +141,15 @@ def filters_figure(model: torch.nn.Module, layer: str = "conv1", title: str | No
     return fig
 
 
+def drawable(text: Any) -> str:
+    """``text`` as matplotlib can draw it: a class name from a folder whose name is not UTF-8 holds lone
+    surrogates (``os.fsdecode``), which the font code refuses: each becomes U+FFFD."""
+    text = str(text)
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 # -------------------------------------------------------------- neighbours
 def _show(ax, img: np.ndarray, caption: str, color: str | None) -> None:
     img = np.asarray(img, np.float32)
@@ -153,7 +162,7 @@ def _show(ax, img: np.ndarray, caption: str, color: str | None) -> None:
         for s in ax.spines.values():
             s.set_edgecolor(color)
             s.set_linewidth(3)
-    ax.set_title(caption, fontsize=7)
+    ax.set_title(drawable(caption), fontsize=7)
 
 
 def neighbors_figure(queries: Sequence[dict[str, Any]], title: str | None = None) -> Figure:
@@ -181,7 +190,7 @@ def neighbors_figure(queries: Sequence[dict[str, Any]], title: str | None = None
             if q.get("label") is not None and nb.get("label") is not None:
                 same = "tab:green" if int(nb["label"]) == int(q["label"]) else "tab:red"
             _show(ax, nb["image"], nb.get("caption", ""), same)
-    fig.suptitle(title or "query (left) and its nearest training images in fc7 space", fontsize=10)
+    fig.suptitle(drawable(title or "query (left) and its nearest training images in fc7 space"), fontsize=10)
     fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1 - 0.75 / fig.get_figheight(), bottom=0.1 / fig.get_figheight())
     return fig
 
@@ -242,7 +251,7 @@ def curves_figure(records: Sequence[dict[str, Any]], title: str | None = None) -
     for ax in (ax_loss, ax_err, ax_lr):
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(drawable(title), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -261,7 +270,7 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str] = (), title: str
     ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    names = [str(n) for n in class_names][:k]
+    names = [drawable(n) for n in class_names][:k]
     if k <= 40 and len(names) == k:
         short = [n if len(n) <= 18 else n[:17] + "…" for n in names]
         ax.set_xticks(range(k), short, rotation=90, fontsize=7)
@@ -275,6 +284,6 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str] = (), title: str
     acc = np.trace(cm) / max(1, cm.sum())
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or f"confusion matrix: {cm.sum()} images, accuracy {100 * acc:.1f}%", fontsize=10)
+    ax.set_title(drawable(title or f"confusion matrix: {cm.sum()} images, accuracy {100 * acc:.1f}%"), fontsize=10)
     fig.tight_layout()
     return fig
