@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10, in one command, on a CUDA machine (sized for one H100 and 16 cores: about
+# The GPU check, in one command, on a CUDA machine (sized for one H100 and 16 cores: about
 # 5-7 minutes, every stage under its own time limit, all of them under GPU_CHECK_BUDGET seconds, 540 by
 # default, so that it fits a 10-minute command limit):
 #

@@ -16,7 +16,7 @@ In one process, on synthetic tensors (batch 128, 224 px, 1000 classes):
 * on CUDA also torchvision ``alexnet()`` with bf16 autocast and channels_last
   (what the classic example gives with today's two switches), and ours in
   bf16 channels_last (LRN through the fused Triton kernel), each as a ratio to
-  the classic example and ours to torchvision's bf16 too (issue 10's targets);
+  the classic example and ours to torchvision's bf16 too;
 * with ``--e2e PREPARED``: ``alexnet train --config paper`` end to end on
   prepared shards (JPEG decoding, augmentation, the step), images/s over its
   epochs after the first, and as a fraction of the model-only rate of ours.

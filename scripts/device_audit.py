@@ -1,6 +1,6 @@
 """Run the test suite as if this machine had a GPU, to find tests that would use one by accident.
 
-Issue 10: on a CUDA machine five tests failed that pass on a CPU, because they let ``device: auto``
+On a CUDA machine five tests once failed that pass on a CPU, because they let ``device: auto``
 pick the GPU (a DDP test put two processes on one GPU; bitwise resume and feature comparisons met
 cuDNN and TF32 arithmetic). The suite guards against that in two ways:
 

@@ -7,7 +7,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): with this set,
 # device "auto" is an error (engine.distributed.resolve_device), in this process and in the CLI processes tests
-# start, so no test runs on the CPU here and on a GPU on a CUDA machine by accident (issue 10).
+# start, so no test runs on the CPU here and on a GPU on a CUDA machine by accident.
 os.environ["ALEXNET_DEVICE_AUDIT"] = "1"
 
 
@@ -16,7 +16,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-# ---- inference and engine: shared by test_features, test_predict, test_report and test_engine (issue 13) ----
+# ---- inference and engine: shared by test_features, test_predict, test_report and test_engine ----
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """One alexnet-small trained for an epoch on the built-in data by the trainer (helpers.train_builtin):
@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 # ---- end inference and engine ----
 
 
-# ---- models: shared by test_models.py and test_lrn_cpu.py (added with the forward refactor, issue 13) ----
+# ---- models: shared by test_models.py and test_lrn_cpu.py ----
 def _lrn_reference(x, size, alpha, beta, k, groups=1):
     """The paper's LRN formula evaluated directly, in float64, one channel at a time."""
     x = x.double()

@@ -389,7 +389,7 @@ def test_prepare_cifar_and_ilsvrc_sources(tmp_path):
 
 
 def test_any_file_name_survives_prepare_and_skipped_txt(tmp_path):
-    """Issue 14: a name that is not UTF-8 was a UnicodeEncodeError; a tab or newline broke skipped.txt."""
+    """A name that is not UTF-8 was a UnicodeEncodeError; a tab or newline broke skipped.txt."""
     from alexnet.data.prepare import read_skipped
 
     for c in ("a", "b"):

@@ -201,7 +201,7 @@ def test_matlab_reader_shapes(tmp_path):
 
 # ------------------------------------------------------------------ links, odd entries, odd names
 def test_folder_links_inside_a_class_are_listed_not_followed(tmp_path):
-    """Issue 14: `ln -s . train/circle/again` stored each image 41 times; `ln -s .. up` relabelled other classes."""
+    """`ln -s . train/circle/again` stored each image 41 times; `ln -s .. up` relabelled other classes."""
     for c in ("circle", "square"):
         for i in range(3):
             tiny_jpeg(tmp_path / "train" / c / f"{i}.jpg")

@@ -1,4 +1,4 @@
-"""Devices chosen on purpose (issue 10): the audit, one --device flag, CPU runs that leave CUDA alone,
+"""Devices chosen on purpose: the audit, one --device flag, CPU runs that leave CUDA alone,
 run.deterministic, the per-128 learning rate, the fused step; and, where there is a GPU, what training on
 CUDA promises: it learns, deterministic runs are bitwise equal and resume exactly, other resumes match to
 a stated tolerance."""
@@ -57,7 +57,7 @@ def test_auto_follows_cuda_and_a_missing_gpu_index_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert distributed.resolve_device("auto") == torch.device("cuda:0")
     assert distributed.resolve_device("cuda", local_rank=0) == torch.device("cuda:0")
-    # torchrun --nproc-per-node 2 on a machine with one GPU: rank 1 asks for cuda:1 (issue 10's DDP failure)
+    # torchrun --nproc-per-node 2 on a machine with one GPU: rank 1 asks for cuda:1 (a DDP failure once)
     with pytest.raises(UserError, match=r"cuda:1 asked for, but this machine has 1 CUDA device.*--nproc-per-node at most 1"):
         distributed.resolve_device("auto", local_rank=1)
 

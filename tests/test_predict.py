@@ -90,7 +90,7 @@ def test_confusion_and_figures(trained, tmp_path):
 
 
 def test_predict_reports_each_bad_file_and_predicts_the_rest(trained, tmp_path, capsys):
-    """Issue 14: `predict a.jpg bad.txt b.jpg` stopped at bad.txt and printed no prediction at all."""
+    """`predict a.jpg bad.txt b.jpg` stopped at bad.txt and printed no prediction at all."""
     a, b = val_images(trained, 2)
     (tmp_path / "bad.txt").write_text("not an image")
     argv = ["predict", str(trained["ckpt"]), str(a), str(tmp_path / "bad.txt"), str(b), str(tmp_path / "gone.jpg"), "--json",

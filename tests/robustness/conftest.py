@@ -1,6 +1,6 @@
 """Fixtures of the fault suite and its tally, printed at the end of the run.
 
-``python -m pytest tests/robustness`` ends with the counts issue 14 asks for:
+``python -m pytest tests/robustness`` ends with its counts:
 CLI cases tried, clean errors, tracebacks, crashes, data corrupted; malformed
 images tried and how each class was handled by ``prepare`` and ``predict``;
 kills survived with weights equal to an uninterrupted run's.
@@ -36,7 +36,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     w = terminalreporter.write_line
     w("")
-    w("robustness tally (issue 14)")
+    w("robustness tally")
     if cli:
         w(f"  CLI cases tried {cli['tried']}: clean one-line errors (exit 2) {cli['clean']}, tracebacks "
           f"{cli['tracebacks']}, crashes {cli['crashes']}, data corrupted or half-written {cli['corrupted']}"

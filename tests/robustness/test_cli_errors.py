@@ -265,7 +265,7 @@ def test_real_process_prints_one_line(argv, ws):
 
 
 def test_demo_bad_set_generates_nothing(ws, capsys):
-    """Issue 14: demo --set nosection.x=1 generated and prepared 6,011 files before saying no."""
+    """demo --set nosection.x=1 generated and prepared 6,011 files before saying no."""
     out = ws["w"] / "demo-out"
     assert main(["demo", "--no-progress", "--out", str(out), "--set", "nosection.x=1"]) == 2
     assert not out.exists()
