@@ -7,6 +7,24 @@ key, so a typo never silently falls back to a default.
 Numbers follow YAML 1.2 (``1e-3`` is a float; PyYAML alone follows YAML 1.1,
 where it is the string "1e-3"); booleans keep YAML 1.1's ``on``/``off``/
 ``yes``/``no`` as well, since ``model.lrn: off`` is how the README spells it.
+
+Keys no shipped recipe sets, and why each stays:
+
+- ``model.input_size``: other crops than the variant's (the Caffe 227 / 224 comparison; small images).
+- ``model.activation``: the relu-vs-tanh ablation sets it through ``--set``.
+- ``model.lrn_alpha``: the lrn ablation's third arm (the paper's strength on [0, 1] input).
+- ``data.decode``: where JPEGs are decoded on a GPU run (cpu when nvJPEG is missing or slower).
+- ``data.val_split``: validating on another split (a prepared ``test``).
+- ``data.path``: written by ``train --data`` into RUN/config.yaml, so ``report`` needs no ``--data``.
+- ``optim.accumulate``: the paper's batch of 128 on a GPU that holds fewer images.
+- ``schedule.min_delta``: how much lower a val error must be to count for the plateau schedule.
+- ``run.device``: what ``--device`` sets.
+- ``run.compile``: ``torch.compile`` for GPU runs.
+- ``run.deterministic``: bitwise-repeatable CUDA runs.
+- ``run.checkpoint_steps``: mid-epoch checkpoints by step count (the kill/resume tests; long epochs).
+- ``run.threads``: the intra-op threads of a CPU run.
+- ``run.cpu_malloc``: the off switch of the freed-memory allocator (docs/training.md).
+- ``run.max_nonfinite_steps``: how many non-finite losses in a row end a diverged run.
 """
 
 from __future__ import annotations
