@@ -241,10 +241,10 @@ def kill_and_rerun(cmd: list[str], out: Path, fraction: float) -> dict:
     parts = out / ".prepare"
 
     def enough():
-        return parts.is_dir() and len(list(parts.glob("*.json"))) >= max(1, int(fraction * shards))
+        return parts.is_dir() and len(list(parts.glob("*.npz"))) >= max(1, int(fraction * shards))
 
     first = run_measured(cmd, kill_when=enough)
-    done = len(list(parts.glob("*.json"))) if parts.is_dir() else 0
+    done = len(list(parts.glob("*.npz"))) if parts.is_dir() else 0
     again = run_measured(cmd)
     equal = again["rc"] == 0 and all(np.array_equal(np.load(out / f"{s}.index.npy"), reference[s]) for s in reference)
     return {"shards": shards, "done_at_kill": done, "killed": first["killed"], "rerun_seconds": round(again["seconds"], 1),
