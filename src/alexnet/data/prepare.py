@@ -64,6 +64,7 @@ one-line error.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -90,6 +91,7 @@ JPEG_QUALITY = 95
 SHARD_BYTES = 64 << 20  # target size of one shard
 SHUFFLE_SEED = 0  # the default seed of the order samples are written in
 SKIPPED_FILE, WORK_DIR = "skipped.txt", ".prepare"
+PREPARE_TIMEOUT_HOURS = 48  # under torchrun: how long a rank waits for the others at a meeting point
 
 
 @dataclass
@@ -387,8 +389,10 @@ def _join_group() -> _Group:
     import torch.distributed as dist
 
     owned = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")  # env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+    if not dist.is_initialized():  # env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+        # A rank that is done waits for the slowest one (hours on ImageNet), not the default 30 minutes;
+        # a rank that dies is not waited for: torchrun stops the others.
+        dist.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=PREPARE_TIMEOUT_HOURS))
         owned = True
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return _Group(dist.get_rank(), dist.get_world_size(), max(1, local), owned)
