@@ -376,6 +376,7 @@ class _Group:
     world: int = 1
     local_world: int = 1
     owned: bool = False  # the process group was set up here (and is torn down here)
+    agreed: bool = False  # the error being raised is raised by every rank (see _agree)
 
 
 def _join_group() -> _Group:
@@ -414,6 +415,7 @@ def _agree(group: _Group, error: Exception | None) -> None:
 
     The rank that failed raises its own error; the others a one-line UserError naming that rank and its error."""
     said = _gather(group, None if error is None else (one_line(str(error)) or type(error).__name__))
+    group.agreed = any(m is not None for m in said)
     if error is not None:
         raise error
     for rank, message in enumerate(said):
@@ -467,12 +469,24 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     Classes without a single training file or sample are reported on stderr (one line), not refused.
     """
     group = _join_group()
+    in_step = True  # an error outside _agree: the other ranks may be in a collective, not at the last barrier
     try:
-        return _prepare(group, src, out, size, workers, progress, max_pixels, shard_size, seed, max_image_bytes, force)
+        summary = _prepare(group, src, out, size, workers, progress, max_pixels, shard_size, seed, max_image_bytes,
+                           force)
+        in_step = False
+        return summary
+    except Exception:
+        in_step = not group.agreed  # agreed: raised on every rank alike, they all come to the last barrier
+        raise
     finally:
         if group.owned:
             import torch.distributed as dist
 
+            if not in_step:
+                try:  # every rank at the end before the group goes: no rank tears it down under another one
+                    dist.barrier()
+                except Exception:  # noqa: BLE001  (a rank already gone: the error that ended the run is the one shown)
+                    pass
             dist.destroy_process_group()
 
 
@@ -540,6 +554,7 @@ def _prepare(group: _Group, src, out, size, workers, progress, max_pixels, shard
     if world > 1:
         seen = _gather(group, (fp, _plan_digest(tasks)))
         other = [r for r, s in enumerate(seen) if s != seen[0]]
+        group.agreed = bool(other) or world > len(tasks)  # the errors below are raised by every rank
         if other:
             raise UserError(f"rank {other[0]} of {world} sees another source listing or other settings than rank 0 "
                             f"({src}): every rank must read the same SRC with the same options")
