@@ -37,10 +37,34 @@ Statistics are summed per shard while it is written (one pass, float64) and
 merged at the end. The shards of the jpg format are statistics of the JPEG
 as stored, decoded by the loader's decoder, so the mean subtracted in
 training is the mean of what the loader yields.
+
+Several processes or machines, under ``torchrun`` (gloo; no GPU used)::
+
+    torchrun --nproc-per-node 2 -m alexnet.cli.main prepare SRC OUT
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \
+        --rdzv-endpoint HOST0:29500 -m alexnet.cli.main prepare SRC OUT   # and --node-rank 1 on HOST1
+
+Every rank lists SRC and makes the same plan (checked: the ranks compare the
+fingerprint of the listing and settings and a digest of the plan); rank r
+writes shards r, r + W, r + 2W, ... of it (W ranks), each with its own
+``--workers`` processes (default: the machine's cores shared among its
+ranks). SRC and OUT must be the same folders on every rank: on several
+machines, a shared filesystem. Only rank 0 checks OUT and writes the plan;
+the others check they see it. After the last shard all ranks meet and rank 0
+alone merges the part files, in the plan's shard order whoever wrote them
+(statistics from float64 sums, not an average of averages), so the folder is
+the one a single process writes: the same shard bytes, index and meta.json,
+and stats.npz equal to float rounding. Rank 0 merges only when every shard of
+the plan is done (else a one-line error naming the missing ones); a run where
+a rank died is finished by rerunning it, with any number of ranks. More ranks
+than shards is refused before anything is written (use a smaller
+``--shard-size``). A step that fails on one rank stops every rank with a
+one-line error.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -67,6 +91,7 @@ JPEG_QUALITY = 95
 SHARD_BYTES = 64 << 20  # target size of one shard
 SHUFFLE_SEED = 0  # the default seed of the order samples are written in
 SKIPPED_FILE, WORK_DIR = "skipped.txt", ".prepare"
+PREPARE_TIMEOUT_HOURS = 48  # under torchrun: how long a rank waits for the others at a meeting point
 
 
 @dataclass
@@ -342,33 +367,146 @@ def _run_all(tasks, source, settings, workers: int, progress: bool, total: int) 
         bar.close()
 
 
+# ---------------------------------------------------------------- torchrun
+@dataclass
+class _Group:
+    """This process's place under torchrun (``world == 1``: a plain single process)."""
+
+    rank: int = 0
+    world: int = 1
+    local_world: int = 1
+    owned: bool = False  # the process group was set up here (and is torn down here)
+    agreed: bool = False  # the error being raised is raised by every rank (see _agree)
+
+
+def _join_group() -> _Group:
+    """Join torchrun's process group (gloo: only small Python objects travel) when WORLD_SIZE > 1."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        world = 1
+    if world <= 1:
+        return _Group()
+    import torch.distributed as dist
+
+    owned = False
+    if not dist.is_initialized():  # env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+        # A rank that is done waits for the slowest one (hours on ImageNet), not the default 30 minutes;
+        # a rank that dies is not waited for: torchrun stops the others.
+        dist.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=PREPARE_TIMEOUT_HOURS))
+        owned = True
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return _Group(dist.get_rank(), dist.get_world_size(), max(1, local), owned)
+
+
+def _gather(group: _Group, obj) -> list:
+    """``obj`` of every rank, in rank order (a collective: every rank must call it)."""
+    if group.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * group.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _agree(group: _Group, error: Exception | None) -> None:
+    """Every rank reports how its step went; if any failed, every rank stops (none is left at a barrier).
+
+    The rank that failed raises its own error; the others a one-line UserError naming that rank and its error."""
+    said = _gather(group, None if error is None else (one_line(str(error)) or type(error).__name__))
+    group.agreed = any(m is not None for m in said)
+    if error is not None:
+        raise error
+    for rank, message in enumerate(said):
+        if message is not None:
+            raise UserError(f"rank {rank} of {group.world} stopped: {message}")
+
+
+def _attempt(step, *args):
+    """``(result, None)`` or ``(None, the Exception)``: an error is agreed on (:func:`_agree`) before it is raised."""
+    try:
+        return step(*args), None
+    except Exception as e:  # noqa: BLE001  (re-raised by _agree on this rank)
+        return None, e
+
+
+def _plan_digest(tasks: list[Task]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for t in tasks:
+        h.update(f"{t.split}:{t.number}:{t.start}:{t.stop}\n".encode())
+        h.update(np.ascontiguousarray(t.ids, dtype=np.int64).data)
+    return h.hexdigest()
+
+
+def _check_plan_file(out: Path, fp: str, rank: int) -> None:
+    """A rank other than 0: the plan rank 0 wrote must be there and be this rank's own (OUT is shared)."""
+    try:
+        seen = json.loads((out / WORK_DIR / "plan.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        seen = None
+    if seen != fp:
+        raise UserError(f"rank {rank} does not see the plan rank 0 wrote in {out / WORK_DIR / 'plan.json'}"
+                        f"{'' if seen is None else ' (it is of other data or settings)'}: OUT must be one folder "
+                        "shared by every rank (a shared filesystem when the ranks run on several machines)")
+
+
 def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, workers: int | None = None,
             progress: bool = True, max_pixels: int = MAX_PIXELS, shard_size: int | None = None,
             seed: int = SHUFFLE_SEED, max_image_bytes: int = MAX_IMAGE_BYTES, force: bool = False) -> dict:
     """Prepare ``src`` into ``out`` (see the module docstring); returns a summary dict.
 
-    ``workers``: processes (default: every core). ``shard_size``: samples
-    per shard (default: about 64 MB of data per shard). ``seed``: of the
+    ``workers``: processes (default: every core; under torchrun, the cores shared among the ranks of a
+    machine). ``shard_size``: samples per shard (default: about 64 MB of data per shard). ``seed``: of the
     fixed shuffled order the samples are written in. ``max_image_bytes``:
     a source image file or tar member larger than this is skipped (listed in
     skipped.txt) without being read (:data:`alexnet.data.images.MAX_IMAGE_BYTES`). ``force``: an ``out``
     that holds a prepare of other data or settings is cleared first (only the files prepare writes), not refused.
 
+    Under torchrun (WORLD_SIZE > 1) each rank writes its share of the shards and rank 0 merges (see the
+    module docstring); the summary of a rank other than 0 has ``rank`` and its own ``shards`` and ``processed``.
+
     Classes without a single training file or sample are reported on stderr (one line), not refused.
     """
-    t0 = time.perf_counter()
+    group = _join_group()
+    in_step = True  # an error outside _agree: the other ranks may be in a collective, not at the last barrier
+    try:
+        summary = _prepare(group, src, out, size, workers, progress, max_pixels, shard_size, seed, max_image_bytes,
+                           force)
+        in_step = False
+        return summary
+    except Exception:
+        in_step = not group.agreed  # agreed: raised on every rank alike, they all come to the last barrier
+        raise
+    finally:
+        if group.owned:
+            import torch.distributed as dist
+
+            if not in_step:
+                try:  # every rank at the end before the group goes: no rank tears it down under another one
+                    dist.barrier()
+                except Exception:  # noqa: BLE001  (a rank already gone: the error that ended the run is the one shown)
+                    pass
+            dist.destroy_process_group()
+
+
+def _make_plan(group: _Group, src, out: Path, size: int, workers, max_pixels: int, shard_size, seed: int,
+               max_image_bytes: int):
+    """The source, the settings, their fingerprint and the tasks: the same on every rank."""
     if size < 1:
         raise UserError(f"--size must be positive, not {size}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if shard_size is not None and shard_size < 1:
+        raise UserError(f"--shard-size must be at least 1, not {shard_size}")
     if max_image_bytes < 1:
         raise UserError(f"--max-image-bytes must be at least 1, not {max_image_bytes}")
     source = open_source(src, max_image_bytes)
     if len(source.classes) < 2:
         raise UserError(f"{source.root} holds {len(source.classes)} class ({', '.join(source.classes)}): "
                         "a classifier needs at least two")
-    _warn_empty_classes(source)
-    out = Path(out)
+    if group.rank == 0:
+        _warn_empty_classes(source)
     side, fmt = choose_side(source, size, max_pixels, max_image_bytes)
     channels = source.channels
     per_shard = int(shard_size) if shard_size else samples_per_shard(fmt, side, channels)
@@ -379,6 +517,15 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,
                 "max_pixels": int(max_pixels), "max_image_bytes": int(max_image_bytes), "kind": source.kind, "quality": JPEG_QUALITY, "shuffle_seed": int(seed)}
     fp = fingerprint(source, settings)
+    tasks = []
+    for name, split in source.splits.items():
+        order = shuffled_order(len(split), name, seed)
+        tasks.extend(Task(name, k, start, min(start + per_shard, len(split)), order[start:start + per_shard])
+                     for k, start in enumerate(range(0, len(split), per_shard)))
+    return source, settings, fp, tasks
+
+
+def _write_plan(out: Path, fp: str, settings: dict, force: bool) -> None:
     _check_out(out, fp, settings, force)
     (out / WORK_DIR).mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
@@ -386,19 +533,62 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, size: int = 256, wor
     plan = json.dumps({"fingerprint": fp, "settings": settings}).encode()
     atomic_write(out / WORK_DIR / "plan.json", lambda f: f.write(plan))
 
-    tasks = []
-    for name, split in source.splits.items():
-        order = shuffled_order(len(split), name, seed)
-        tasks.extend(Task(name, k, start, min(start + per_shard, len(split)), order[start:start + per_shard])
-                     for k, start in enumerate(range(0, len(split), per_shard)))
-    todo = [t for t in tasks if not _done(out, t)]
+
+def _check_complete(out: Path, tasks: list[Task]) -> None:
+    """Merge nothing unless every shard of the plan is done: a one-line error naming the missing ones."""
+    missing = [shard_name(t.split, t.number) for t in tasks if not _done(out, t)]
+    if missing:
+        names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UserError(f"{len(missing)} of {len(tasks)} shards are not done in {out} ({names}): a rank stopped "
+                        "early or does not share OUT; nothing was merged: rerun the same prepare to finish them")
+
+
+def _prepare(group: _Group, src, out, size, workers, progress, max_pixels, shard_size, seed, max_image_bytes,
+             force) -> dict:
+    t0 = time.perf_counter()
+    out = Path(out)
+    rank, world = group.rank, group.world
+    made, err = _attempt(_make_plan, group, src, out, size, workers, max_pixels, shard_size, seed, max_image_bytes)
+    _agree(group, err)
+    source, settings, fp, tasks = made
+    if world > 1:
+        seen = _gather(group, (fp, _plan_digest(tasks)))
+        other = [r for r, s in enumerate(seen) if s != seen[0]]
+        group.agreed = bool(other) or world > len(tasks)  # the errors below are raised by every rank
+        if other:
+            raise UserError(f"rank {other[0]} of {world} sees another source listing or other settings than rank 0 "
+                            f"({src}): every rank must read the same SRC with the same options")
+        if world > len(tasks):
+            raise UserError(f"a prepare under torchrun with {world} ranks but {len(tasks)} shards: run at most "
+                            f"{len(tasks)} processes (or a smaller --shard-size)")
+    # Only rank 0 checks OUT and writes the plan; the others then check they see that very plan.
+    _, err = _attempt(_write_plan, out, fp, settings, force) if rank == 0 else (None, None)
+    _agree(group, err)
+    _, err = _attempt(_check_plan_file, out, fp, rank) if rank != 0 else (None, None)
+    _agree(group, err)  # every rank takes part in each _agree and _gather, in the same order
+
+    mine = tasks[rank::world]  # rank r: shards r, r + W, r + 2W, ... of the plan
+    todo = [t for t in mine if not _done(out, t)]
     total = sum(t.stop - t.start for t in todo)
-    workers = min(workers or default_workers(), max(1, len(todo)))
-    _run_all(todo, source, {**settings, "out": str(out)}, workers, progress, total)
-    summary = _finish(source, out, tasks, settings)
+    cores = max(1, default_workers() // group.local_world)
+    workers = min(workers or cores, max(1, len(todo)))
+    _, err = _attempt(_run_all, todo, source, {**settings, "out": str(out)}, workers, progress and rank == 0, total)
+    _agree(group, err)
+    counts = _gather(group, (len(todo), total))
+    summary = {}
+    if rank == 0:
+        def finish():
+            _check_complete(out, tasks)
+            return _finish(source, out, tasks, settings)
+        summary, err = _attempt(finish)
+    _agree(group, err)
     elapsed = time.perf_counter() - t0
-    summary.update(seconds=elapsed, resumed_shards=len(tasks) - len(todo), processed=total,
-                   images_per_s=total / elapsed if elapsed > 0 else 0.0, workers=workers)
+    if rank != 0:
+        return {"out": str(out), "rank": rank, "world_size": world, "shards": len(mine),
+                "resumed_shards": len(mine) - len(todo), "processed": total, "seconds": elapsed, "workers": workers}
+    processed = sum(n for _, n in counts)
+    summary.update(seconds=elapsed, resumed_shards=len(tasks) - sum(k for k, _ in counts), processed=processed,
+                   images_per_s=processed / elapsed if elapsed > 0 else 0.0, workers=workers, world_size=world)
     return summary
 
 
