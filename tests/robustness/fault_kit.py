@@ -33,3 +33,18 @@ def write_images(root, per_split: dict[str, int], classes: int = 3, seed: int = 
                 a = rng.integers(0, 100, (32, 32, 3), dtype=np.uint8)
                 a[c * 10:c * 10 + 10] += 120
                 Image.fromarray(a).save(folder / f"{i}.png")
+
+
+def run_cli(argv: list[str], capsys, tally: str = "cli") -> tuple[int, list[str], bool]:
+    """``alexnet ARGV`` in this process, counted in ``TALLY[tally]``: (exit code, stderr lines, whether it
+    ended as one clean error line with exit 2). A traceback is counted and re-raised."""
+    from alexnet.cli.main import main
+
+    TALLY[tally]["tried"] += 1
+    try:
+        rc = main(argv)
+    except BaseException:
+        TALLY[tally]["tracebacks"] += 1
+        raise
+    lines = capsys.readouterr().err.splitlines()
+    return rc, lines, rc == 2 and len(lines) == 1 and ": error: " in lines[0]

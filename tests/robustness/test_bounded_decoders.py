@@ -25,7 +25,7 @@ import pytest
 from alexnet.cli.main import main
 from alexnet.data import load_stats, prepare
 from alexnet.errors import UserError
-from fault_kit import TALLY, write_images
+from fault_kit import TALLY, run_cli, write_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from source_writers import _el, fake_ilsvrc, tiny_jpeg, write_idx  # noqa: E402
@@ -184,16 +184,10 @@ def _prepare_argv(src, out, *more):
 
 
 def _run_case(argv, expected, capsys):
-    TALLY["trust"]["tried"] += 1
-    try:
-        rc = main(argv)
-    except BaseException:
-        TALLY["trust"]["tracebacks"] += 1
-        raise
-    lines = capsys.readouterr().err.splitlines()
+    rc, lines, clean = run_cli(argv, capsys, "trust")
     kind, words = expected
     if kind == "error":
-        clean = rc == 2 and len(lines) == 1 and ": error: " in lines[0] and words in lines[0]
+        clean = clean and words in lines[0]
         TALLY["trust"]["clean"] += clean
         TALLY["trust"]["silent"] += rc == 0
         assert clean, (rc, lines)

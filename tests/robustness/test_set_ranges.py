@@ -17,6 +17,7 @@ import torch
 
 from alexnet.cli.main import main
 
+import fault_kit
 from fault_kit import TALLY, TINY
 
 HUGE = "1" + "0" * 400  # an int no float holds
@@ -84,15 +85,8 @@ def fingerprint(root: Path) -> dict[str, tuple]:
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
-    """``main(argv)`` counted in the CLI tally: (exit code, stderr lines); a traceback is counted and re-raised."""
-    TALLY["cli"]["tried"] += 1
-    try:
-        rc = main(argv)
-    except BaseException:
-        TALLY["cli"]["tracebacks"] += 1
-        raise
-    lines = capsys.readouterr().err.splitlines()
-    clean = rc == 2 and len(lines) == 1 and ": error: " in lines[0]
+    """``main(argv)`` counted in the CLI tally: (exit code, stderr lines)."""
+    rc, lines, clean = fault_kit.run_cli(argv, capsys)
     TALLY["cli"]["clean"] += clean
     return rc, lines
 

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.cli.main import main
 from alexnet.errors import UserError
 from alexnet.interop import caffe
 from alexnet.interop.caffe import parse_prototxt, read_blob, read_caffemodel, read_prototxt
 
-from fault_kit import TALLY
+from fault_kit import TALLY, run_cli
 from test_caffe import blob, deploy_prototxt, field_bytes, field_int, layer_bytes, varint
 
 
@@ -103,14 +102,7 @@ PROTOTXT_CASES = [
 
 
 def _run_clean(argv, words, capsys):
-    TALLY["cli"]["tried"] += 1
-    try:
-        rc = main(argv)
-    except BaseException:
-        TALLY["cli"]["tracebacks"] += 1
-        raise
-    lines = capsys.readouterr().err.splitlines()
-    clean = rc == 2 and len(lines) == 1 and ": error: " in lines[0]
+    rc, lines, clean = run_cli(argv, capsys)
     TALLY["cli"]["clean"] += clean
     assert clean, (rc, lines)
     assert words in lines[0], lines[0]

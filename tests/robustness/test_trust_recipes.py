@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet.cli.main import main
-
-from fault_kit import TALLY
+from fault_kit import TALLY, run_cli
 
 TAGS = [
     ("apply", "run: !!python/object/apply:os.system ['touch {marker}']\n"),
@@ -27,14 +25,8 @@ def test_yaml_tags_are_refused(case, text, tiny, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(text.format(marker=marker))
     out = tmp_path / "out"
-    TALLY["cli"]["tried"] += 1
-    try:
-        rc = main(["train", "--config", str(recipe), "--data", str(tiny.prep), "--out", str(out), "--device", "cpu"])
-    except BaseException:
-        TALLY["cli"]["tracebacks"] += 1
-        raise
-    lines = capsys.readouterr().err.splitlines()
-    clean = rc == 2 and len(lines) == 1 and ": error: " in lines[0]
+    rc, lines, clean = run_cli(["train", "--config", str(recipe), "--data", str(tiny.prep), "--out", str(out),
+                                "--device", "cpu"], capsys)
     TALLY["cli"]["clean"] += clean
     if marker.exists() or out.exists():
         TALLY["cli"]["corrupted"] += 1
