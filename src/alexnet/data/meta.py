@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .stats import npy_header
 
 VERSION = 1
 META_FILE = "meta.json"
@@ -127,14 +128,10 @@ def _stats_shapes(path: Path) -> dict[str, tuple]:
             for info in z.infolist():
                 if not info.filename.endswith(".npy"):
                     continue
-                with z.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(f)
-                    if dtype.hasobject:
-                        raise ValueError(f"{info.filename} holds Python objects")
-                shapes[info.filename[:-4]] = tuple(shape)
+                shape, dtype = npy_header(z, info)
+                if dtype.hasobject:
+                    raise ValueError(f"{info.filename} holds Python objects")
+                shapes[info.filename[:-4]] = shape
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise UserError(f"{path}: not a readable statistics file ({e})") from None
     return shapes

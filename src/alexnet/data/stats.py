@@ -139,6 +139,15 @@ def _expected_shapes(prepared_dir: Path) -> dict[str, tuple] | None:
             "count": (), "schema": ()}
 
 
+def npy_header(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` of the .npy member ``info`` of an .npz, from its header alone (no data inflated)."""
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    return tuple(shape), dtype
+
+
 def _read_stats(path: Path, want: dict[str, tuple] | None) -> dict[str, np.ndarray]:
     """The known arrays of ``path``, each refused from its npy header (shape, dtype) before it is inflated:
     the shape ``want`` gives, a number type, and :data:`MAX_STATS_BYTES` in all. Other members are not read."""
@@ -148,11 +157,7 @@ def _read_stats(path: Path, want: dict[str, tuple] | None) -> dict[str, np.ndarr
             key = info.filename[:-4] if info.filename.endswith(".npy") else None
             if key not in STATS_KEYS or key in stats:
                 continue
-            with z.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)
+            shape, dtype = npy_header(z, info)
             if dtype.hasobject or dtype.kind not in "biuf":
                 raise UserError(f"{path}: {key} is of type {dtype}, not numbers")
             if want is not None and tuple(shape) != want[key]:
