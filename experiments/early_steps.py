@@ -26,6 +26,7 @@ learnt nothing; see docs/recipes.md, "The paper's recipe on few classes".
     python experiments/early_steps.py                  # 12 steps, every row (about 5 min on 2 cores)
     python experiments/early_steps.py --data PREPARED --steps 150 --batch 64 --every 10 \
         --recipes paper paper:model.bias=0.0 small-data
+    python experiments/early_steps.py --data PREPARED --steps 300 --every 25 --dead --recipes paper paper:model.init=caffe
 """
 
 from __future__ import annotations
@@ -89,8 +90,13 @@ def run(recipe: str, classes: int, args, scale: float | None = None) -> tuple[li
     lr = o.lr * args.batch / cfg.data.batch_size  # the recipe's rate is per its own batch
     opt = make_optimizer(model.parameters(), o.rule, lr, o.momentum, o.weight_decay)
     warmup = cfg.schedule.warmup_steps
-    losses, head = [], None
+    losses, head, dead = [], None, []
     for step, (x, y) in enumerate(data):
+        if args.dead and step % max(args.every, 1) == 0:  # fc6/fc7 units that are 0 for every image of the batch
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                acts = model.eval().extract(x.contiguous(memory_format=torch.channels_last), ("fc6", "fc7"))
+            model.train()
+            dead.append(tuple((a.float().amax(0) <= 0).float().mean().item() for a in acts.values()))
         if head is None:  # the head's step at initialisation: lr * |fc7|^2 / classes (see docs/recipes.md)
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 h = model.eval().extract(x[:16].contiguous(memory_format=torch.channels_last), ("fc7",))["fc7"]
@@ -106,7 +112,7 @@ def run(recipe: str, classes: int, args, scale: float | None = None) -> tuple[li
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return losses, scale, head
+    return losses, scale, head, dead
 
 
 def row(recipe: str, classes: int, scale: float, head: float, losses: list[float], every: int, seconds: float) -> str:
@@ -126,6 +132,8 @@ def main() -> None:
                     "each recipe's own with --data)")
     ap.add_argument("--data", help="a prepared folder: its training batches instead of random images")
     ap.add_argument("--every", type=int, default=1, help="print the mean loss of every N steps")
+    ap.add_argument("--dead", action="store_true", help="also the % of fc6 / fc7 units that are 0 for every image "
+                    "of the batch, before every N-th step")
     args = ap.parse_args()
     if args.data:
         from alexnet.data import read_meta
@@ -141,8 +149,11 @@ def main() -> None:
         for classes in args.classes:
             for recipe in args.recipes:
                 t = time.perf_counter()
-                losses, used, head = run(recipe, classes, args, scale)
+                losses, used, head, dead = run(recipe, classes, args, scale)
                 print(row(recipe, classes, used, head, losses, args.every, time.perf_counter() - t), flush=True)
+                if dead:
+                    print(f"{'  dead fc6 / fc7 units':<34} {'':>7} {'':>5} {'':>9} {'':6}  "
+                          + " ".join(f"{round(100 * a):>2}/{round(100 * b):<2}" for a, b in dead), flush=True)
 
 
 if __name__ == "__main__":
