@@ -102,6 +102,8 @@ def main(argv=None) -> int:
             print("faiss-cpu is not installed (pip install alexnet[retrieval]): skipping faiss", file=sys.stderr)
             methods.remove("faiss")
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="retrieval-", dir=args.workdir))
     try:
         t = time.perf_counter()
