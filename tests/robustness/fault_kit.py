@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -48,3 +50,17 @@ def run_cli(argv: list[str], capsys, tally: str = "cli") -> tuple[int, list[str]
         raise
     lines = capsys.readouterr().err.splitlines()
     return rc, lines, rc == 2 and len(lines) == 1 and ": error: " in lines[0]
+
+
+def fingerprint(*roots: Path) -> dict[str, tuple]:
+    """Every path under ``roots`` (links not followed) with its kind, size and modification time
+    (a folder's own time is left out: the output checks create and remove a probe file)."""
+    seen = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in dirnames + filenames:
+                p = os.path.join(dirpath, n)
+                st = os.lstat(p)
+                folder = os.path.isdir(p) and not os.path.islink(p)
+                seen[p] = (st.st_mode >> 12, 0 if folder else st.st_size, 0 if folder else st.st_mtime_ns)
+    return seen

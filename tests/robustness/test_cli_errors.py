@@ -21,7 +21,7 @@ import torch
 
 from alexnet.cli.main import main
 
-from fault_kit import TALLY, write_images
+from fault_kit import TALLY, fingerprint, write_images
 
 # (id, argv with {placeholders}, words the error line must contain)
 CASES = [
@@ -200,20 +200,6 @@ def on_device(argv: list[str]) -> bool:
     """Whether the command takes --device (the cases run on the CPU, whatever the machine has)."""
     return argv[0] in ("train", "demo", "ablate", "eval", "predict", "features", "neighbors", "report") or argv[:2] in (
         ["viz", "neighbors"], ["viz", "confusion"])
-
-
-def fingerprint(*roots: Path) -> dict[str, tuple]:
-    """Every path under ``roots`` (links not followed) with its kind, size and modification time
-    (a folder's own time is left out: the output checks create and remove a probe file)."""
-    seen = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for n in dirnames + filenames:
-                p = os.path.join(dirpath, n)
-                st = os.lstat(p)
-                folder = os.path.isdir(p) and not os.path.islink(p)
-                seen[p] = (st.st_mode >> 12, 0 if folder else st.st_size, 0 if folder else st.st_mtime_ns)
-    return seen
 
 
 @pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])

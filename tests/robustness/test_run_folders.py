@@ -22,22 +22,7 @@ import torch
 
 from alexnet.cli.main import main
 
-from fault_kit import TALLY, TINY
-
-
-def fingerprint(*roots: Path) -> dict[str, tuple]:
-    """Every path under ``roots`` (links not followed) with its kind, size, modification time and bytes' hash."""
-    seen = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for n in dirnames + filenames:
-                p = os.path.join(dirpath, n)
-                st = os.lstat(p)
-                if os.path.isdir(p) and not os.path.islink(p):
-                    seen[p] = ("dir",)
-                else:
-                    seen[p] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns)
-    return seen
+from fault_kit import TALLY, TINY, fingerprint
 
 
 def sets(*overrides: str) -> list[str]:
