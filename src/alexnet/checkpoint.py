@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import UserError, state_dict_mismatch
+from .errors import UserError, short_repr, state_dict_mismatch
 from .fileio import atomic_write, require_file
 from .strict_json import dumps
 
@@ -135,17 +135,6 @@ MAX_SIDE = 4_096  # pixels: the largest eval resize, and the largest mean image 
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters without building a longer one: an error never prints an
-    unbounded value (a nested or aliased structure from a file can be astronomically long)."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 2, limit, limit, 4, 4
-    text = r.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _fail(path, what: str) -> None:
     raise UserError(f"{path}: {what}")
 
@@ -155,50 +144,50 @@ def _check_strings(ckpt: dict, key: str, path) -> None:
     if values is None:
         return
     if not isinstance(values, (list, tuple)) or len(values) > MAX_CLASSES:
-        _fail(path, f"{key} must be a list of at most {MAX_CLASSES} strings, not {short(values)}")
+        _fail(path, f"{key} must be a list of at most {MAX_CLASSES} strings, not {short_repr(values)}")
     for v in values:
         if not isinstance(v, (str, int)) or isinstance(v, bool) or len(str(v)) > MAX_NAME:
-            _fail(path, f"{key} must hold strings of at most {MAX_NAME} characters, not {short(v)}")
+            _fail(path, f"{key} must hold strings of at most {MAX_NAME} characters, not {short_repr(v)}")
 
 
 def _check_transform(spec: Any, path) -> None:
     if spec is None:
         return
     if not isinstance(spec, dict):
-        _fail(path, f"eval_transform must be a dict, not {short(spec)}")
+        _fail(path, f"eval_transform must be a dict, not {short_repr(spec)}")
     for key in ("crop", "resize"):
         v = spec.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIDE):
-            _fail(path, f"eval_transform {key} must be a whole number of pixels in [1, {MAX_SIDE}], not {short(v)}")
+            _fail(path, f"eval_transform {key} must be a whole number of pixels in [1, {MAX_SIDE}], not {short_repr(v)}")
     crop, resize = spec.get("crop"), spec.get("resize")
     if crop and resize and not crop <= resize <= 2 * crop:
         _fail(path, f"eval_transform resize {resize} must be from its crop {crop} to twice that")
     if spec.get("mean", "image") not in ("image", "rgb"):
-        _fail(path, f"eval_transform mean must be 'image' or 'rgb', not {short(spec.get('mean'))}")
+        _fail(path, f"eval_transform mean must be 'image' or 'rgb', not {short_repr(spec.get('mean'))}")
     scale = spec.get("scale", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1e6:
-        _fail(path, f"eval_transform scale must be a positive number, not {short(scale)}")
+        _fail(path, f"eval_transform scale must be a positive number, not {short_repr(scale)}")
     norm = spec.get("normalize")
     if norm is not None:
         ok = isinstance(norm, dict) and all(
             isinstance(norm.get(k), (list, tuple)) and 1 <= len(norm[k]) <= 64
             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in norm[k]) for k in ("mean", "std"))
         if not ok or any(x <= 0 for x in norm["std"]):
-            _fail(path, f"eval_transform normalize must be {{mean: [numbers], std: [positive numbers]}}, not {short(norm)}")
+            _fail(path, f"eval_transform normalize must be {{mean: [numbers], std: [positive numbers]}}, not {short_repr(norm)}")
 
 
 def _check_stats(stats: Any, path) -> None:
     if stats is None:
         return
     if not isinstance(stats, dict):
-        _fail(path, f"data_stats must be a dict, not {short(stats)}")
+        _fail(path, f"data_stats must be a dict, not {short_repr(stats)}")
     image, rgb = stats.get("mean_image"), stats.get("mean_rgb")
     if image is not None:
         shape = tuple(getattr(image, "shape", ()))
         if len(shape) != 3 or not all(1 <= d <= MAX_SIDE for d in shape[:2]) or shape[2] not in range(1, 65):
-            _fail(path, f"data_stats mean_image must be H x W x C (sides up to {MAX_SIDE}), not of shape {short(shape)}")
+            _fail(path, f"data_stats mean_image must be H x W x C (sides up to {MAX_SIDE}), not of shape {short_repr(shape)}")
     if rgb is not None and (len(tuple(getattr(rgb, "shape", ()))) != 1 or not 1 <= rgb.shape[0] <= 64):
-        _fail(path, f"data_stats mean_rgb must be one value per channel, not of shape {short(tuple(getattr(rgb, 'shape', ())))}")
+        _fail(path, f"data_stats mean_rgb must be one value per channel, not of shape {short_repr(tuple(getattr(rgb, 'shape', ())))}")
 
 
 def check_entries(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> None:
@@ -207,16 +196,16 @@ def check_entries(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") 
     statistics, the schema. Sizes that depend on the model (the class count) are checked by :func:`build_model`."""
     schema = ckpt.get("schema", 0)
     if not isinstance(schema, int) or isinstance(schema, bool):
-        _fail(path, f"schema must be a whole number, not {short(schema)}")
+        _fail(path, f"schema must be a whole number, not {short_repr(schema)}")
     if schema > SCHEMA:
         _fail(path, f"checkpoint schema {schema}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
     spec = ckpt["model"]
     options = spec.get("options", {}) if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(options, dict):
-        _fail(path, f"its model entry must be {{name: str, options: {{...}}}}, not {short(spec)}")
+        _fail(path, f"its model entry must be {{name: str, options: {{...}}}}, not {short_repr(spec)}")
     for key, value in options.items():
         if not isinstance(key, str) or not isinstance(value, _SCALARS):
-            _fail(path, f"model option {short(key)} must be a number, string or bool, not {short(value)}")
+            _fail(path, f"model option {short_repr(key)} must be a number, string or bool, not {short_repr(value)}")
     if not isinstance(ckpt["state_dict"], dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()):
         _fail(path, "its state_dict must map names to tensors")
@@ -251,8 +240,8 @@ def _fit_error(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> s
     unexpected = [k for k in state_dict if k not in want]
     sizes = [f"size mismatch for {k}: the checkpoint has {list(state_dict[k].shape)}, the model {list(want[k].shape)}"
              for k in want if k in state_dict and tuple(state_dict[k].shape) != tuple(want[k].shape)]
-    problems = sizes + ([f"missing keys {short(missing)}"] if missing else []) + (
-        [f"unexpected keys {short(unexpected)}"] if unexpected else [])
+    problems = sizes + ([f"missing keys {short_repr(missing)}"] if missing else []) + (
+        [f"unexpected keys {short_repr(unexpected)}"] if unexpected else [])
     if not problems:
         return None
     return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
@@ -274,7 +263,7 @@ def build_model(ckpt: dict[str, Any], create: Callable[..., torch.nn.Module], pa
             probe = create(name, **options)
     except (ValueError, TypeError, OverflowError) as e:
         raise UserError(f"{where} names a model this alexnet cannot build: {str(e)[:300]}") from None
-    opts = f" with options {short(overrides, 200)}" if overrides else ""
+    opts = f" with options {short_repr(overrides, 200)}" if overrides else ""
     problem = _fit_error(probe, ckpt["state_dict"])
     if problem:
         raise UserError(f"{where}: its weights do not fit model {name}{opts}: {problem}")
@@ -305,8 +294,8 @@ def check_compatible(ckpt: dict[str, Any], model_name: str, num_classes: int, pa
         ours = [str(c) for c in classes]
         if ours != theirs:
             i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-            a = short(theirs[i]) if i < len(theirs) else "nothing"
-            b = short(ours[i]) if i < len(ours) else "nothing"
+            a = short_repr(theirs[i]) if i < len(theirs) else "nothing"
+            b = short_repr(ours[i]) if i < len(ours) else "nothing"
             raise UserError(f"{path} was trained on other classes: output {i} is {a} there and {b} in the data; "
                             "resuming would train that unit as another class")
 

@@ -33,7 +33,6 @@ import dataclasses
 import difflib
 import math
 import re
-import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, short_repr
 from ..models.alexnet import MAX_INPUT_SIZE, MAX_WIDTH
 from .distributed import device_names, is_device_name
 from .inference import TTA
@@ -262,20 +261,6 @@ _Loader.add_constructor(_FLOAT, _yaml12_float)
 def parse_yaml(text: str) -> Any:
     """``text`` as YAML with 1.2 numbers (may raise ``yaml.YAMLError``)."""
     return yaml.load(text, Loader=_Loader)
-
-
-_SHORT = reprlib.Repr()
-for _name, _limit in (("maxlevel", 2), ("maxtuple", 4), ("maxlist", 4), ("maxarray", 4), ("maxdict", 4), ("maxset", 4),
-                      ("maxfrozenset", 4), ("maxdeque", 4), ("maxstring", 60), ("maxlong", 40), ("maxother", 40)):
-    setattr(_SHORT, _name, _limit)
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to a few items per level, two levels and ``limit`` characters: an error line stays
-    one short line, and costs little, whatever a recipe's value holds (YAML aliases can nest a value that
-    would print as gigabytes)."""
-    text = _SHORT.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _NotFinite(UserError):

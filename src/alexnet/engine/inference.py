@@ -34,7 +34,7 @@ import torch
 from .. import models
 from ..checkpoint import load_checkpoint
 from ..data import eval_resize, is_small, make_loader, preprocess_image, read_meta
-from ..errors import UserError
+from ..errors import UserError, short_repr
 from ..fileio import require_file
 from .distributed import resolve_device
 
@@ -125,14 +125,8 @@ def _same_classes(data: Path, what: str, theirs: list[str], mine: list[str]) -> 
         raise UserError(f"{data} has {len(theirs)} classes, the checkpoint {len(mine)}; "
                         "its labels would not mean the checkpoint's classes")
     i = next(i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b)
-    raise UserError(f"{data}: class {i} is {_short(theirs[i])} there but {_short(mine[i])} in the checkpoint "
+    raise UserError(f"{data}: class {i} is {short_repr(theirs[i], 60)} there but {short_repr(mine[i], 60)} in the checkpoint "
                     f"(class {what} differ); its labels would not mean the checkpoint's classes")
-
-
-def _short(name: str) -> str:
-    """``name`` quoted for an error line: escapes kept (no line break), at most about 60 characters."""
-    text = repr(name)
-    return text if len(text) <= 60 else f"{text[:56]}...'"
 
 
 # ------------------------------------------------------- the loaded object
