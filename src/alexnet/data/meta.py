@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, short_repr
 from .stats import npy_header
 
 VERSION = 1
@@ -101,17 +101,12 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _show(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def shard_path(root: Path, name, where: str) -> Path:
     """``root / name`` for a shard name of meta.json, refused unless it is a plain file name in ``root``
     (no separator, not ``.`` or ``..``, hence never absolute), and not a link that resolves outside it."""
     if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
             or "\0" in name or os.path.basename(name) != name):
-        raise UserError(f"{root / META_FILE}: {where} names {_show(name)}, not a plain file name in the folder")
+        raise UserError(f"{root / META_FILE}: {where} names {short_repr(name)}, not a plain file name in the folder")
     path = root / name
     if path.is_symlink():
         real, top = os.path.realpath(path), os.path.realpath(root)
@@ -186,11 +181,11 @@ def _validate(root: Path, meta: dict) -> None:
         raise bad(f"class_names must be a list of {len(classes)} names, one per class")
     size, channels, fmt = meta.get("size"), meta.get("channels", 3), meta.get("format")
     if not _is_int(size) or not 1 <= size <= 1 << 16:
-        raise bad(f"size {_show(size)} is not a side in pixels (1..65536)")
+        raise bad(f"size {short_repr(size)} is not a side in pixels (1..65536)")
     if channels not in (1, 3) or not _is_int(channels):
-        raise bad(f"channels {_show(channels)} is not 1 or 3")
+        raise bad(f"channels {short_repr(channels)} is not 1 or 3")
     if fmt not in ("jpg", "raw"):
-        raise bad(f"format {_show(fmt)} is not jpg or raw")
+        raise bad(f"format {short_repr(fmt)} is not jpg or raw")
     splits, shards = meta.get("splits"), meta.get("shards")
     if not isinstance(splits, dict) or not all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in splits.items()):
         raise bad("splits must map split names to sample counts")
@@ -198,11 +193,11 @@ def _validate(root: Path, meta: dict) -> None:
         raise bad("shards must map split names to lists of shard file names")
     for split, listed in shards.items():
         for name in listed:
-            shard_path(root, name, f"shards[{_show(split)}]")
+            shard_path(root, name, f"shards[{short_repr(split)}]")
     n_classes, row_bytes = len(classes), size * size * channels
     for split, count in splits.items():
         if split not in shards:
-            raise bad(f"split {_show(split)} has no shards listed")
+            raise bad(f"split {short_repr(split)} has no shards listed")
         sizes = []
         for name in shards[split]:
             path = root / name
