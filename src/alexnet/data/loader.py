@@ -367,9 +367,9 @@ class _Keys(torch.utils.data.Sampler):
 class LoaderSpec:
     """What a :class:`ShardLoader` yields: the split, the batches, the views, the input and the processes.
 
-    The fields are :func:`make_loader`'s arguments (see there); the trainer
-    builds one from its data config, and ``dataclasses.replace`` gives the
-    validation loader from the training one.
+    The fields are :func:`make_loader`'s arguments, in its order (see there;
+    :class:`ShardLoader` unpacks them in this order); the trainer builds one
+    from its data config.
     """
 
     split: str

@@ -135,15 +135,13 @@ def choose_side(source: Source, size: int, max_pixels: int, max_bytes: int = MAX
     return int(size), ("raw" if is_small(size) else "jpg")
 
 
-def _file_state(path: str, cache: dict) -> bytes:
+def _file_state(path: str) -> bytes:
     """Size and modification time of a source file (one stat): an edited or replaced file changes them."""
-    if path not in cache:
-        try:
-            st = os.stat(path)
-            cache[path] = f"{st.st_size}:{st.st_mtime_ns}".encode()
-        except OSError:  # gone since it was listed: reading it will list it as skipped
-            cache[path] = b"?"
-    return cache[path]
+    try:
+        st = os.stat(path)
+    except OSError:  # gone since it was listed: reading it will list it as skipped
+        return b"?"
+    return f"{st.st_size}:{st.st_mtime_ns}".encode()
 
 
 def fingerprint(source: Source, settings: dict) -> str:
@@ -153,16 +151,18 @@ def fingerprint(source: Source, settings: dict) -> str:
     WebDataset source, each shard's and each member's offset and size), so another source with the same
     names, or files edited since an interrupted run, do not match."""
     h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
-    states: dict = {}
+    shards: dict = {}  # a tar shard's state, once for all its members (not one entry per file: memory stays flat)
     for name, split in sorted(source.splits.items()):
         h.update(name.encode())
         if split.files is not None:
             for path, label in split.files:  # names as bytes: any name, UTF-8 or not (a tar member: shard:name)
                 h.update(os.fsencode(os.path.relpath(str(path), source.root)) + f"\0{label}\0".encode())
                 if isinstance(path, Member):
-                    h.update(_file_state(path.shard, states) + f":{path.offset}:{path.size}\n".encode())
+                    if path.shard not in shards:
+                        shards[path.shard] = _file_state(path.shard)
+                    h.update(shards[path.shard] + f":{path.offset}:{path.size}\n".encode())
                 else:
-                    h.update(_file_state(path, states) + b"\n")
+                    h.update(_file_state(path) + b"\n")
         else:
             h.update(str(split.images.shape).encode())
             h.update(np.ascontiguousarray(split.images).data)
