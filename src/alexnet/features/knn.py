@@ -276,7 +276,7 @@ def evaluate_knn(
     :func:`~alexnet.features.neighbors.training_searcher`); the result's
     ``"search"`` names it. The pixel baseline is always searched exactly.
     """
-    from .neighbors import training_searcher
+    from .neighbors import Searcher, training_searcher
 
     ck = Checkpoint.load(checkpoint, device)
     kw = dict(batch_size=batch_size, workers=workers, progress=progress, cache=cache)
@@ -285,18 +285,14 @@ def evaluate_knn(
         if space == layer:
             searcher = training_searcher(ck, data, layer, search=search, index=index, candidates=candidates, **kw)
             out["search"] = searcher.describe(k)
-            train = searcher.train
-        else:
-            train = cached_features(ck, data, "train", space, **kw)
+        else:  # the pixel baseline: always exact
+            searcher = Searcher(cached_features(ck, data, "train", space, **kw), device=ck.device)
+        train = searcher.train
         if split == "train":
             query, exclude = train, np.arange(train.count)
         else:
             query, exclude = cached_features(ck, data, split, space, **kw), None
-        if space == layer:
-            _, ids = searcher(query.features, k, exclude=exclude, progress=progress)
-        else:
-            _, ids = knn_search(query.features, train.features, k, exclude=exclude, device=ck.device,
-                                progress=progress)
+        _, ids = searcher(query.features, k, exclude=exclude, progress=progress)
         scores = knn_scores(query.labels, train.labels[ids], len(train.class_names) or None)
         key = "fc7" if space == layer and layer == "fc7" else ("pixels" if space == "pixels" else space)
         out[key] = {"space": space, "dim": int(train.features.shape[1]), **scores}
