@@ -126,13 +126,23 @@ def open_image(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BY
     ``max_bytes`` (before reading them), non-images and decompression bombs."""
     check_bytes(path, max_bytes)
     if hasattr(path, "read"):
-        try:
-            data = _read(path, max_bytes)
-        except OSError as e:
-            raise BadImage(f"cannot read: {e.strerror or e}") from None
-        if not data:
-            raise BadImage("empty file (0 bytes)")
-        path = io.BytesIO(data)
+        path = io.BytesIO(_read_some(path, max_bytes))
+    return _open(path, max_pixels)
+
+
+def _read_some(path, max_bytes: int) -> bytes:
+    """:func:`_read`, with a read error or an empty result as :class:`BadImage`."""
+    try:
+        data = _read(path, max_bytes)
+    except OSError as e:
+        raise BadImage(f"cannot read: {e.strerror or e}") from None
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    return data
+
+
+def _open(path, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open of a path or a file object, with our verdicts (see :func:`open_image`)."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # the limit is ours (max_pixels), checked from the header just below
@@ -163,7 +173,13 @@ _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 
 
 def jpeg_damage(path, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
-    """libjpeg-turbo's complaint about the JPEG at ``path`` (the first line of it), or None if it decodes cleanly.
+    """libjpeg-turbo's complaint about the JPEG at ``path`` (the first line of it), or None if it decodes cleanly."""
+    return decode_reporting(_read(path, max_bytes))[1]
+
+
+def decode_reporting(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """JPEG bytes decoded by the loader's decoder: ``(H x W x 3 uint8 pixels or None where the decoder gave
+    up, the first line of libjpeg's complaint that the data is damaged or None)``.
 
     libjpeg prints its warnings on file descriptor 2, so that descriptor is
     pointed at a temporary file for the length of one decode.
@@ -172,13 +188,13 @@ def jpeg_damage(path, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
 
     from .shards import decode_jpegs
 
-    data = _read(path, max_bytes)
     sys.stderr.flush()
     saved = os.dup(2)
+    pixels = None
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
         try:
-            decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], 3)
+            pixels = decode_jpegs([torch.frombuffer(bytearray(data), dtype=torch.uint8)], 3)[0]
         except RuntimeError:  # a fatal libjpeg error: Pillow's libjpeg stops there too and says why
             pass
         finally:
@@ -187,7 +203,7 @@ def jpeg_damage(path, max_bytes: int = MAX_IMAGE_BYTES) -> str | None:
         log.seek(0)
         said = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
     damage = [line for line in said if line.startswith(_JPEG_DAMAGE)]
-    return damage[0] if damage else None
+    return (None if pixels is None else pixels.permute(1, 2, 0).numpy()), (damage[0] if damage else None)
 
 
 def _refuse_damaged(path, fmt: str | None, max_bytes: int = MAX_IMAGE_BYTES) -> None:
@@ -211,13 +227,22 @@ def check_damage(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_
 
 def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS,
                 max_bytes: int = MAX_IMAGE_BYTES) -> np.ndarray:
-    """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring)."""
-    source = im = open_image(path, max_pixels, max_bytes)
-    try:
-        _refuse_damaged(path, im.format, max_bytes)
-    except BadImage:
-        source.close()
-        raise
+    """The file at ``path`` as a ``side x side x channels`` uint8 array (see the module docstring).
+
+    The file is read once. A JPEG is decoded once where it can be: the damage check's decode (the
+    loader's libjpeg-turbo) gives the pixels whenever Pillow would decode at full size anyway (no
+    reduced DCT scale, no EXIF rotation, RGB or grey), and libjpeg-turbo's pixels are the same bytes
+    Pillow's libjpeg-turbo gives (tests/test_data_prepare.py checks); otherwise Pillow decodes.
+    """
+    check_bytes(path, max_bytes)
+    data = _read_some(path, max_bytes)
+    source = im = _open(io.BytesIO(data), max_pixels)
+    pixels = None
+    if im.format == "JPEG":
+        pixels, damage = decode_reporting(data)
+        if damage:
+            source.close()
+            raise BadImage(f"damaged: {damage}")
     try:
         with warnings.catch_warnings():  # size is checked above; other notes become the BadImage reason or nothing
             warnings.simplefilter("ignore")
@@ -225,6 +250,8 @@ def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS
                 w, h = im.size
                 scale = side / min(w, h)
                 im.draft(im.mode, (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
+                if pixels is not None and im.size == (w, h) and _decoded_as_is(im, pixels, channels):
+                    im = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]) if im.mode == "L" else pixels, im.mode)
             im = ImageOps.exif_transpose(im)
             im = square(to_mode(im, channels), side)
             arr = np.asarray(im, dtype=np.uint8)
@@ -240,6 +267,16 @@ def load_square(path, side: int, channels: int = 3, max_pixels: int = MAX_PIXELS
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr
+
+
+def _decoded_as_is(im: Image.Image, pixels: np.ndarray, channels: int) -> bool:
+    """Whether ``pixels`` (the damage check's RGB decode) are what Pillow would decode ``im`` to before
+    :func:`to_mode`: a full-size YCbCr (``RGB``) or grey JPEG whose EXIF says no rotation."""
+    if pixels.shape[:2] != (im.size[1], im.size[0]) or im.mode not in ("RGB", "L"):
+        return False
+    if im.mode == "RGB" and channels != 3:  # RGB -> L is Pillow's luma formula, not libjpeg's Y
+        return False
+    return im.getexif().get(0x0112, 1) == 1  # 0x0112: Orientation
 
 
 def probe_size(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[int, int] | None:
