@@ -207,7 +207,7 @@ def test_crafted_source_is_bounded(case, build, expected, tmp_path, capsys):
 
 def test_the_class_bound_is_the_models():
     from alexnet.data.sources import MAX_CLASSES
-    from alexnet.models.alexnet import MAX_CLASSES as MODEL_MAX
+    from alexnet.models.options import MAX_CLASSES as MODEL_MAX
 
     assert MAX_CLASSES == MODEL_MAX
 
