@@ -1,14 +1,27 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-# Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): with this set,
-# device "auto" is an error (engine.distributed.resolve_device), in this process and in the CLI processes tests
-# start, so no test runs on the CPU here and on a GPU on a CUDA machine by accident.
-os.environ["ALEXNET_DEVICE_AUDIT"] = "1"
+
+def _install_device_audit() -> None:
+    """Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): device
+    "auto" is an error (tests/audit/sitecustomize.py), in this process and, through PYTHONPATH, in every Python
+    process a test starts, so no test runs on the CPU here and on a GPU on a CUDA machine by accident."""
+    folder = Path(__file__).resolve().parent / "audit"
+    spec = importlib.util.spec_from_file_location("device_audit_hook", folder / "sitecustomize.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    os.environ[hook.AUDIT_ENV] = "1"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    hook.install()
+
+
+_install_device_audit()
 
 
 @pytest.fixture(autouse=True)
