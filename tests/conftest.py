@@ -64,12 +64,24 @@ def lrn_reference():
 
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    """A prepared folder of 4 easy classes of 32 px images (helpers.write_quadrants): 48 train, 16 val each."""
-    from alexnet.data import prepare
-    from helpers import write_quadrants
+def prepared_data(tmp_path_factory):
+    """The prepared-data factory: ``prepared_data({"train": 8, "val": 3}, classes=3, seed=0, pattern="band",
+    image_size=32)`` is a prepared folder (helpers.make_prepared; its images in ``.parent / "raw"``), made
+    once a session for each set of arguments. Shared: a test that changes one copies it first."""
+    from helpers import make_prepared
 
-    root = tmp_path_factory.mktemp("quadrants")
-    write_quadrants(root / "raw", {"train": 48, "val": 16}, seed=1)
-    prepare(root / "raw", root / "prep", progress=False)
-    return root / "prep"
+    made = {}
+
+    def make(per_split: dict[str, int], **kw) -> Path:
+        key = (tuple(per_split.items()), tuple(sorted(kw.items())))
+        if key not in made:
+            made[key] = make_prepared(tmp_path_factory.mktemp("prepared"), per_split, **kw)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prepared(prepared_data):
+    """4 easy classes of 32 px images (a bright square in the quadrant of the class): 48 train, 16 val each."""
+    return prepared_data({"train": 48, "val": 16}, classes=4, seed=1, pattern="quadrant")

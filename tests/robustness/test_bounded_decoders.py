@@ -25,7 +25,8 @@ import pytest
 from alexnet.cli.main import main
 from alexnet.data import load_stats, prepare
 from alexnet.errors import UserError
-from fault_kit import TALLY, run_cli, write_images
+from fault_kit import TALLY, run_cli
+from helpers import write_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from source_writers import _el, fake_ilsvrc, tiny_jpeg, write_idx  # noqa: E402
