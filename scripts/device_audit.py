@@ -4,14 +4,16 @@ On a CUDA machine five tests once failed that pass on a CPU, because they let ``
 pick the GPU (a DDP test put two processes on one GPU; bitwise resume and feature comparisons met
 cuDNN and TF32 arithmetic). The suite guards against that in two ways:
 
-* ``tests/conftest.py`` sets ``ALEXNET_DEVICE_AUDIT=1``: device ``auto`` is then an error, in the
-  pytest process and in every CLI process a test starts, so each test must name its device;
+* ``tests/conftest.py`` sets ``ALEXNET_DEVICE_AUDIT=1`` and installs ``tests/audit/sitecustomize.py``:
+  device ``auto`` is then an error, in the pytest process and in every Python process a test starts,
+  so each test must name its device;
 * this script runs the suite (or the tests you name) with ``torch.cuda.is_available()`` made to
   answer True (and ``device_count()`` 1) to this project's code and tests, in pytest and in every
   Python process it starts (a ``sitecustomize`` module on ``PYTHONPATH``; it stands in for the
-  system's, which on Debian only adds crash reporting). There is no GPU behind the answer, so any code path
-  that follows it to CUDA (device ``auto``, RNG state of the GPUs, pinned memory, a CUDA kernel)
-  fails loudly instead of running on the CPU. The tests marked ``gpu`` are left out: they need a real one.
+  system's, which on Debian only adds crash reporting; in the processes a test starts, the audit hook
+  runs it after its own). There is no GPU behind the answer, so any code path that follows it to
+  CUDA (device ``auto``, RNG state of the GPUs, pinned memory, a CUDA kernel) fails loudly instead
+  of running on the CPU. The tests marked ``gpu`` are left out: they need a real one.
 
     python scripts/device_audit.py                       # the fast suite: -m "not slow and not gpu"
     python scripts/device_audit.py tests/test_engine.py  # some files (pytest arguments; gpu tests still left out)

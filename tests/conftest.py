@@ -1,14 +1,27 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-# Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): with this set,
-# device "auto" is an error (engine.distributed.resolve_device), in this process and in the CLI processes tests
-# start, so no test runs on the CPU here and on a GPU on a CUDA machine by accident.
-os.environ["ALEXNET_DEVICE_AUDIT"] = "1"
+
+def _install_device_audit() -> None:
+    """Every test that runs a network names its device (run.device=cpu, --device cpu, device="cpu"): device
+    "auto" is an error (tests/audit/sitecustomize.py), in this process and, through PYTHONPATH, in every Python
+    process a test starts, so no test runs on the CPU here and on a GPU on a CUDA machine by accident."""
+    folder = Path(__file__).resolve().parent / "audit"
+    spec = importlib.util.spec_from_file_location("device_audit_hook", folder / "sitecustomize.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    os.environ[hook.AUDIT_ENV] = "1"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    hook.install()
+
+
+_install_device_audit()
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +64,24 @@ def lrn_reference():
 
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory):
-    """A prepared folder of 4 easy classes of 32 px images (helpers.write_quadrants): 48 train, 16 val each."""
-    from alexnet.data import prepare
-    from helpers import write_quadrants
+def prepared_data(tmp_path_factory):
+    """The prepared-data factory: ``prepared_data({"train": 8, "val": 3}, classes=3, seed=0, pattern="band",
+    image_size=32)`` is a prepared folder (helpers.make_prepared; its images in ``.parent / "raw"``), made
+    once a session for each set of arguments. Shared: a test that changes one copies it first."""
+    from helpers import make_prepared
 
-    root = tmp_path_factory.mktemp("quadrants")
-    write_quadrants(root / "raw", {"train": 48, "val": 16}, seed=1)
-    prepare(root / "raw", root / "prep", progress=False)
-    return root / "prep"
+    made = {}
+
+    def make(per_split: dict[str, int], **kw) -> Path:
+        key = (tuple(per_split.items()), tuple(sorted(kw.items())))
+        if key not in made:
+            made[key] = make_prepared(tmp_path_factory.mktemp("prepared"), per_split, **kw)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prepared(prepared_data):
+    """4 easy classes of 32 px images (a bright square in the quadrant of the class): 48 train, 16 val each."""
+    return prepared_data({"train": 48, "val": 16}, classes=4, seed=1, pattern="quadrant")

@@ -1,5 +1,6 @@
-"""Shared by the test modules: the tiny recipe, the trained run behind conftest's ``trained`` fixture, and
-small builders and checks (a checkpoint, a metrics file, a PNG).
+"""Shared by the test modules: the tiny recipe, the image writer behind conftest's ``prepared_data`` factory,
+the trained run behind its ``trained`` fixture, and small builders and checks (a checkpoint, a metrics file,
+a PNG).
 
 Test modules import these names from here rather than from each other.
 """
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-# Tiny, fast and deterministic: a half-width alexnet-small on 32 px images, on the CPU (its results, resume and
-# DDP over gloo are CPU maths; a CUDA machine would otherwise train on its GPU).
+# The one tiny recipe: fast and deterministic, a half-width alexnet-small on 32 px images, on the CPU (its
+# results, resume and DDP over gloo are CPU maths; a CUDA machine would otherwise train on its GPU). A test
+# that needs other sizes adds its overrides after it (the fault suite's: tests/robustness/fault_kit.py).
 TINY = ["model.name=alexnet-small", "model.width=0.5", "data.batch_size=32", "data.workers=0",
         "optim.lr=0.02", "run.epochs=2", "run.channels_last=false", "run.log_every=1", "run.device=cpu"]
 
@@ -90,18 +92,43 @@ def png_ok(path, min_side=100):
     return arr
 
 
-def write_quadrants(root: Path, per_class: dict, seed: int) -> None:
-    """4 classes: which quadrant of a noisy 32 px image holds a bright square (easy, learnable in seconds)."""
+def write_images(root: Path, per_split: dict[str, int], classes: int = 3, seed: int = 0,
+                 pattern: str = "band") -> None:
+    """``root/<split>/<class>/<i>.png``: 32 px noise whose pattern says the class, easy to learn in seconds.
+
+    ``band``: classes ``c<k>``, a bright band whose row says the class (at most 3 classes);
+    ``quadrant``: classes ``q<k>``, a bright square in the quadrant of the class (at most 4).
+    """
     from PIL import Image
 
+    assert classes <= {"band": 3, "quadrant": 4}[pattern]
     rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for c in range(4):
-            folder = root / split / f"q{c}"
+    for split, n in per_split.items():
+        for c in range(classes):
+            folder = root / split / f"{pattern[0] if pattern == 'quadrant' else 'c'}{c}"
             folder.mkdir(parents=True)
             for i in range(n):
-                img = rng.integers(0, 120, (32, 32, 3), dtype=np.uint8)
-                r, q = divmod(c, 2)
-                y0, x0 = r * 16 + rng.integers(1, 6), q * 16 + rng.integers(1, 6)
-                img[y0:y0 + 9, x0:x0 + 9] = rng.integers(180, 256, 3)
+                if pattern == "band":
+                    img = rng.integers(0, 100, (32, 32, 3), dtype=np.uint8)
+                    img[c * 10:c * 10 + 10] += 120
+                else:
+                    img = rng.integers(0, 120, (32, 32, 3), dtype=np.uint8)
+                    r, q = divmod(c, 2)
+                    y0, x0 = r * 16 + rng.integers(1, 6), q * 16 + rng.integers(1, 6)
+                    img[y0:y0 + 9, x0:x0 + 9] = rng.integers(180, 256, 3)
                 Image.fromarray(img).save(folder / f"{i}.png")
+
+
+def make_prepared(root: Path, per_split: dict[str, int], classes: int = 3, seed: int = 0, pattern: str = "band",
+                  image_size: int = 32) -> Path:
+    """``root/raw`` and its prepared folder ``root/prep`` (returned). ``pattern``: :func:`write_images`'s, or
+    ``synth`` for the built-in dataset's shapes (``image_size`` px; train and val only)."""
+    from alexnet import data
+
+    if pattern == "synth":
+        data.generate_synth(root / "raw", classes=classes, train_per_class=per_split["train"],
+                            val_per_class=per_split.get("val", 0), size=image_size, seed=seed, progress=False)
+    else:
+        write_images(root / "raw", per_split, classes, seed, pattern)
+    data.prepare(root / "raw", root / "prep", workers=1, progress=False)
+    return root / "prep"

@@ -80,14 +80,52 @@ def every_key():
 
 
 def test_every_key_has_a_range_or_choices():
-    """A key added without a range or a choice list fails here: its values would reach the code unchecked."""
+    """A key added without a range or a choice list fails here: its values would reach the code unchecked.
+    The model's options have theirs in alexnet.models.options, the other keys in the config's tables."""
     from alexnet.engine.config import CHOICES, RANGES
+    from alexnet.models.options import OPTIONS
 
     keys = list(every_key())
     assert len(keys) > 40
-    missing = [k for k in keys if k not in RANGES and k not in CHOICES]
+    options = {k for k in keys if k.startswith("model.") and k[6:] in OPTIONS}
+    missing = [k for k in keys if k not in RANGES and k not in CHOICES and k not in options]
     assert not missing, f"keys without a range or choices: {missing}"
     assert not (set(RANGES) | set(CHOICES)) - set(keys), "ranges or choices for keys that do not exist"
+    assert not (set(RANGES) | set(CHOICES)) & options, "a model option checked in two places"
+    unchecked = [k for k, f in OPTIONS.items() if f.metadata["choices"] is None and f.metadata["limits"] is None]
+    assert not unchecked, f"model options without a range or choices: {unchecked}"
+
+
+def test_recipe_model_keys_are_the_options_of_create():
+    """One option set: a recipe's model section is the model's name and create()'s options (all but those
+    the data gives); a value means the same in both, and a checkpoint stores what the recipe set."""
+    import dataclasses
+
+    from alexnet import models
+    from alexnet.engine.config import ModelConfig
+    from alexnet.engine.trainer import model_options
+    from alexnet.models.options import FROM_DATA, OPTIONS
+
+    assert [f.name for f in dataclasses.fields(ModelConfig)] == ["name", *(k for k in OPTIONS if k not in FROM_DATA)]
+    cfg = load_config(None, ["model.name=alexnet-small", "model.lrn=off", "model.pool=2/2", "model.order=pool-lrn"])
+    assert cfg.model.lrn is False
+    opts = model_options(cfg, {"classes": ["a", "b"], "size": 32})
+    assert opts == {"input_size": 32, "activation": "relu", "lrn": False, "pool": "2/2", "order": "pool-lrn",
+                    "dropout": 0.5, "width": 1.0, "num_classes": 2, "in_channels": 3}
+    from_recipe = models.create("alexnet-small", **opts)
+    from_python = models.create("alexnet-small", lrn="off", pool="2/2", order="pool-lrn", num_classes=2)
+    assert from_recipe.cfg == from_python.cfg and from_recipe.cfg.lrn is None
+    # the same words for a wrong value, with the recipe's key or the keyword
+    with pytest.raises(UserError, match="model.lrn must be on or off"):
+        load_config(None, ["model.lrn=maybe"])
+    with pytest.raises(ValueError, match="^lrn must be on or off"):
+        models.create("alexnet-small", lrn="maybe")
+    with pytest.raises(UserError, match="model.pool must be one of overlap, 2/2, not '3/3'"):
+        load_config(None, ["model.pool=3/3"])
+    with pytest.raises(ValueError, match="^pool must be one of overlap, 2/2, not '3/3'"):
+        models.create("alexnet-small", pool="3/3")
+    with pytest.raises(ValueError, match="unknown model option 'widht'; did you mean width?"):
+        models.create("alexnet-small", widht=0.5)
 
 
 def test_defaults_are_in_range():

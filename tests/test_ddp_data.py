@@ -3,15 +3,12 @@
 import pytest
 import torch
 
-from alexnet.data import generate_synth, make_loader, prepare
+from alexnet.data import make_loader
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddpdata")
-    generate_synth(root / "raw", classes=3, train_per_class=23, val_per_class=5, size=32, seed=3, progress=False)
-    prepare(root / "raw", root / "prep", progress=False)
-    return root / "prep"
+def small(prepared_data):
+    return prepared_data({"train": 23, "val": 5}, classes=3, seed=3, pattern="synth")
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -38,17 +38,25 @@ NETWORK_COMMANDS = {
 }
 
 
+AUDIT_ENV = "ALEXNET_DEVICE_AUDIT"  # tests/audit/sitecustomize.py
+
+
 def test_auto_is_refused_while_the_suite_audits_devices():
-    assert os.environ.get(distributed.AUDIT_ENV)  # tests/conftest.py sets it, for this process and its children
+    assert os.environ.get(AUDIT_ENV)  # tests/conftest.py sets it, for this process and its children
     with pytest.raises(RuntimeError, match="a test must choose its device"):
         distributed.resolve_device("auto")
     with pytest.raises(RuntimeError, match="a test must choose its device"):
         distributed.resolve_device(None)
     assert distributed.resolve_device("cpu") == torch.device("cpu")
+    # in a process a test starts too, where the modules that import resolve_device by name see the audited one
+    code = ("from alexnet.engine.inference import resolve_device\n"
+            "try:\n    resolve_device('auto')\nexcept RuntimeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
+    assert "a test must choose its device" in out
 
 
 def test_auto_follows_cuda_and_a_missing_gpu_index_is_one_line(monkeypatch):
-    monkeypatch.delenv(distributed.AUDIT_ENV)
+    monkeypatch.delenv(AUDIT_ENV)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distributed.resolve_device("auto") == torch.device("cpu")
     with pytest.raises(UserError, match="CUDA is not available"):

@@ -3,8 +3,8 @@
 A prepared folder of flat grey images (values 60 and 200, one class each)
 has a mean of 130 at every pixel, so under the paper's recipe conv1 must see
 exactly -70 and +70; a torchvision-converted checkpoint must see its own
-``(v / 255 - mean) / std``; a checkpoint written before pixel units (schema 1)
-must still see ``(v - mean) / 255``, as it was trained.
+``(v / 255 - mean) / std``. Statistics and checkpoints of [0, 1] values (schema 1)
+are refused in one line.
 """
 
 import numpy as np
@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.data import load_stats, prepare
 from alexnet.data.stats import STATS_FILE
+from alexnet.errors import UserError
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import Trainer
 from alexnet.engine.inference import load_image
@@ -68,10 +70,10 @@ def test_recipes_feed_their_documented_input(grey_prepared, tmp_path, recipe, sc
     np.testing.assert_allclose(payload["data_stats"]["mean_rgb"].numpy(), 130.0, atol=1e-4)
 
 
-def test_small_nets_keep_unit_scale_and_old_stats_convert(grey_prepared, tmp_path):
+def test_small_nets_keep_unit_scale_and_schema_1_stats_are_refused(grey_prepared, tmp_path):
     cfg = load_config("demo", ["data.workers=0", "run.device=cpu", "model.input_size=32"])
     assert Trainer(cfg, grey_prepared, tmp_path / "a", progress=False).scale == 1.0
-    # a folder prepared before pixel units: stats of [0, 1] values, no schema key; read in pixel units
+    # statistics of [0, 1] values with no schema key (schema 1): one line, not a silent misreading
     old = tmp_path / "old"
     old.mkdir()
     for f in grey_prepared.iterdir():
@@ -80,12 +82,24 @@ def test_small_nets_keep_unit_scale_and_old_stats_convert(grey_prepared, tmp_pat
     stats = load_stats(grey_prepared)
     np.savez(old / STATS_FILE, **{k: (v / 255 if k in ("mean_image", "mean_rgb") else v / 255**2
                                       if k in ("eigval", "cov") else v) for k, v in stats.items() if k != "schema"})
-    again = load_stats(old)
-    for k in ("mean_image", "mean_rgb", "eigval", "cov"):
-        np.testing.assert_allclose(again[k], stats[k], rtol=1e-12)
+    with pytest.raises(UserError) as e:
+        load_stats(old)
+    assert "statistics schema 1" in str(e.value) and "prepare the folder again" in str(e.value)
+    assert "\n" not in str(e.value)
 
 
-def test_converted_and_old_checkpoints_see_their_own_transform(tmp_path):
+def test_a_schema_1_checkpoint_is_refused(tmp_path):
+    from helpers import small_checkpoint
+
+    small_checkpoint(tmp_path / "new.ckpt")
+    ckpt = load_checkpoint(tmp_path / "new.ckpt")
+    save_checkpoint(tmp_path / "old.ckpt", {**ckpt, "schema": 1})
+    with pytest.raises(UserError) as e:
+        load_checkpoint(tmp_path / "old.ckpt")
+    assert "checkpoint schema 1" in str(e.value) and "not supported" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_converted_and_current_checkpoints_see_their_own_transform(tmp_path):
     from alexnet.interop.convert import IMAGENET_MEAN, IMAGENET_STD
 
     v = 90
@@ -95,14 +109,9 @@ def test_converted_and_old_checkpoints_see_their_own_transform(tmp_path):
     x = load_image(tmp_path / "grey.png", tv)
     want = (v / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     torch.testing.assert_close(x, want[:, None, None].expand_as(x))
-    # schema 1: mean stored in [0, 1] units, no "scale" in the spec: the weights saw (v - mean) / 255
-    old = {"model": {"name": "alexnet"}, "eval_transform": {"resize": 256, "crop": 224, "mean": "rgb", "normalize": None},
-           "data_stats": {"mean_rgb": torch.tensor([0.4, 0.5, 0.6]), "mean_image": torch.full((256, 256, 3), 0.5)},
-           "schema": 1}
-    x = load_image(tmp_path / "grey.png", old)
-    torch.testing.assert_close(x, (v / 255 - torch.tensor([0.4, 0.5, 0.6]))[:, None, None].expand_as(x))
-    # the same weights saved now: pixel units and scale 255
-    new = {**old, "schema": 2, "eval_transform": {**old["eval_transform"], "scale": 255.0},
+    # the paper's: the mean in pixel units, scale 255
+    new = {"model": {"name": "alexnet"}, "schema": 2,
+           "eval_transform": {"resize": 256, "crop": 224, "mean": "rgb", "normalize": None, "scale": 255.0},
            "data_stats": {"mean_rgb": torch.tensor([102.0, 127.5, 153.0])}}
     x = load_image(tmp_path / "grey.png", new)
     torch.testing.assert_close(x, (v - torch.tensor([102.0, 127.5, 153.0]))[:, None, None].expand_as(x))

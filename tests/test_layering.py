@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # Lowest first. A subpackage imports only from layers below its own.
 LAYERS = [
     {"(root)", "errors", "strict_json"},
+    {"values"},
     {"fileio"},
     {"data", "kernels", "checkpoint"},
     {"models"},

@@ -280,7 +280,7 @@ def test_lrn_alpha_sets_the_strength_of_every_lrn_layer():
 def test_bad_options():
     with pytest.raises(ValueError, match="pool"):
         models.create("alexnet", pool="4/4")
-    with pytest.raises(ValueError, match="order must be lrn-pool or pool-lrn"):
+    with pytest.raises(ValueError, match="order must be one of lrn-pool, pool-lrn, not 'pool-first'"):
         models.create("alexnet", order="pool-first")
     with pytest.raises(ValueError, match="activation"):
         models.create("alexnet", activation="gelu")
@@ -325,9 +325,9 @@ def test_refused_combinations():
     assert torch.all(m.fc6.bias == 0.5)
     with pytest.raises(ValueError, match="lrn must be on or off"):
         models.create("alexnet", lrn="maybe")
-    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+    with pytest.raises(ValueError, match="init must be one of null, paper, caffe, kaiming, torch, not 'xavier'"):
         models.create("alexnet-small", init="xavier")
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout must be at least 0 and below 1, not 1.0"):
         models.create("alexnet-small", dropout=1.0)
 
 

@@ -15,7 +15,6 @@ import math
 
 import pytest
 
-from alexnet.data import generate_synth, prepare
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import fit
 
@@ -23,11 +22,8 @@ CLASSES = 2
 
 
 @pytest.fixture(scope="module")
-def shapes256(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes256")
-    generate_synth(root / "src", classes=CLASSES, train_per_class=8, val_per_class=2, size=256, seed=0, progress=False)
-    prepare(root / "src", root / "prep", workers=1, progress=False)
-    return root / "prep"
+def shapes256(prepared_data):
+    return prepared_data({"train": 8, "val": 2}, classes=CLASSES, pattern="synth", image_size=256)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ that needs anything else (a hostile pickle, say) is refused.
 and the tests all go through it) and :func:`save_checkpoint` writes it,
 adding ``schema``. Layout (``schema`` 2)::
 
-    schema          2 (1: statistics in [0, 1] units, no eval_transform["scale"])
+    schema          2, the only layout this alexnet reads (a dict not yet saved has none)
     model           {"name": str, "options": {num_classes, input_size, ...}}:
                     models.create(name, **options) rebuilds the network
     state_dict      weights of the unwrapped model (no module./_orig_mod. prefixes)
@@ -26,7 +26,7 @@ adding ``schema``. Layout (``schema`` 2)::
                     {resize, crop, mean, scale, normalize, channels}
                     (alexnet.data.transforms.eval_spec)
     data_stats      {"mean_image": H x W x C, "mean_rgb": C} float32 tensors of
-                    the training data in pixel units 0..255 (schema 1: [0, 1]),
+                    the training data in pixel units 0..255,
                     so prediction needs no prepared data folder; left out when
                     the eval transform normalises without them
     ...             whatever the writer adds:
@@ -56,7 +56,7 @@ from .errors import UserError, short_repr, state_dict_mismatch
 from .fileio import atomic_write, require_file
 from .strict_json import dumps
 
-SCHEMA = 2  # 2: data_stats in pixel units and eval_transform["scale"]; 1: [0, 1] units
+SCHEMA = 2  # data_stats in pixel units and eval_transform["scale"]; no other layout is read
 RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")  # what `alexnet train --out RUN` writes
 
 # An exported .safetensors file (alexnet.interop.export writes it) carries these keys as JSON strings in its
@@ -194,11 +194,14 @@ def check_entries(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") 
     """Refuse, in one line naming ``path``, a checkpoint whose entries have the wrong types or sizes, before
     anything is built from them: the model entry, the class ids and names, the eval transform, the data
     statistics, the schema. Sizes that depend on the model (the class count) are checked by :func:`build_model`."""
-    schema = ckpt.get("schema", 0)
+    schema = ckpt.get("schema", SCHEMA)  # make_checkpoint's dict has none until save_checkpoint adds it
     if not isinstance(schema, int) or isinstance(schema, bool):
         _fail(path, f"schema must be a whole number, not {short_repr(schema)}")
     if schema > SCHEMA:
         _fail(path, f"checkpoint schema {schema}; this alexnet reads up to {SCHEMA}: upgrade alexnet")
+    if schema < SCHEMA:
+        _fail(path, f"checkpoint schema {schema} (statistics in [0, 1] units) is not supported; this alexnet reads "
+                    f"schema {SCHEMA}: train or convert the weights again")
     spec = ckpt["model"]
     options = spec.get("options", {}) if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(options, dict):

@@ -13,21 +13,21 @@ import types
 
 import pytest
 
-from fault_kit import TALLY, TINY, write_images
+from fault_kit import TALLY, TINY
+
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """Raw images, their prepared folder, and a checkpoint trained one epoch on them."""
-    from alexnet.data import prepare
+def tiny(prepared_data, tmp_path_factory):
+    """Raw images (3 classes, 8 train and 3 val each), their prepared folder, and a checkpoint trained one
+    epoch on them; ``roots``: the folders that hold them all (what no failed command may change)."""
     from alexnet.engine.config import load_config
     from alexnet.engine.trainer import fit
 
-    root = tmp_path_factory.mktemp("tiny")
-    write_images(root / "raw", {"train": 8, "val": 3})
-    prepare(root / "raw", root / "prep", workers=1, progress=False)
-    fit(load_config(None, TINY + ["run.epochs=1"]), root / "prep", root / "run", progress=False)
-    return types.SimpleNamespace(root=root, raw=root / "raw", prep=root / "prep", run=root / "run",
-                                 ckpt=root / "run" / "last.ckpt")
+    prep = prepared_data({"train": 8, "val": 3})
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    fit(load_config(None, TINY + ["run.epochs=1"]), prep, run, progress=False)
+    return types.SimpleNamespace(roots=(prep.parent, run), raw=prep.parent / "raw", prep=prep, run=run,
+                                 ckpt=run / "last.ckpt")
 
 
 def pytest_terminal_summary(terminalreporter):

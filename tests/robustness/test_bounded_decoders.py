@@ -25,7 +25,8 @@ import pytest
 from alexnet.cli.main import main
 from alexnet.data import load_stats, prepare
 from alexnet.errors import UserError
-from fault_kit import TALLY, run_cli, write_images
+from fault_kit import TALLY, run_cli
+from helpers import write_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from source_writers import _el, fake_ilsvrc, tiny_jpeg, write_idx  # noqa: E402
@@ -207,7 +208,7 @@ def test_crafted_source_is_bounded(case, build, expected, tmp_path, capsys):
 
 def test_the_class_bound_is_the_models():
     from alexnet.data.sources import MAX_CLASSES
-    from alexnet.models.alexnet import MAX_CLASSES as MODEL_MAX
+    from alexnet.models.options import MAX_CLASSES as MODEL_MAX
 
     assert MAX_CLASSES == MODEL_MAX
 

@@ -21,7 +21,8 @@ import torch
 
 from alexnet.cli.main import main
 
-from fault_kit import TALLY, fingerprint, write_images
+from fault_kit import TALLY, fingerprint
+from helpers import write_images
 
 # (id, argv with {placeholders}, words the error line must contain)
 CASES = [
@@ -205,7 +206,7 @@ def on_device(argv: list[str]) -> bool:
 @pytest.mark.parametrize("case, argv, words", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clean_line(case, argv, words, ws, tiny, capsys):
     argv = [a.format(**ws, out=ws["w"] / f"out-{case}") for a in argv.split()]
-    before = fingerprint(ws["w"], tiny.root)
+    before = fingerprint(ws["w"], *tiny.roots)
     TALLY["cli"]["tried"] += 1
     try:
         rc = main(argv + (["--device", "cpu"] if on_device(argv) else []))
@@ -213,7 +214,7 @@ def test_bad_input_is_one_clean_line(case, argv, words, ws, tiny, capsys):
         TALLY["cli"]["tracebacks"] += 1
         raise
     out, err = capsys.readouterr()
-    after = fingerprint(ws["w"], tiny.root)
+    after = fingerprint(ws["w"], *tiny.roots)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     if case == "prepare-all-bad":  # the error points at OUT/skipped.txt; OUT is an unfinished prepare, no meta.json
         assert (ws["w"] / f"out-{case}" / "skipped.txt").is_file()

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from fault_kit import TALLY, TINY, write_images
+from fault_kit import TALLY, TINY
+from helpers import write_images
 
 
 @pytest.fixture(scope="module")

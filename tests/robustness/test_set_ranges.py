@@ -8,7 +8,6 @@ feed the fault suite's CLI tally.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from alexnet.cli.main import main
 
 import fault_kit
-from fault_kit import TALLY, TINY
+from fault_kit import TALLY, TINY, fingerprint
 
 HUGE = "1" + "0" * 400  # an int no float holds
 
@@ -74,16 +73,6 @@ CASES = [
 ]
 
 
-def fingerprint(root: Path) -> dict[str, tuple]:
-    seen = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            seen[p] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns) if not os.path.isdir(p) else (st.st_mode >> 12,)
-    return seen
-
-
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     """``main(argv)`` counted in the CLI tally: (exit code, stderr lines)."""
     rc, lines, clean = fault_kit.run_cli(argv, capsys)
@@ -96,11 +85,11 @@ def test_out_of_range_set_is_one_line_naming_the_key(case, item, key, tiny, tmp_
     if case == "device-mps" and torch.backends.mps.is_built():
         pytest.skip("this build has MPS")
     out = tmp_path / "run"
-    before = fingerprint(tiny.root)
+    before = fingerprint(*tiny.roots)
     # the tiny recipe (on the CPU) first: a value that got through would go on to train
     sets = [a for s in [*TINY, "run.epochs=1", item] for a in ("--set", s)]
     rc, lines = run_cli(["train", "--data", str(tiny.prep), "--out", str(out), "--quiet", *sets], capsys)
-    written = out.exists() or fingerprint(tiny.root) != before
+    written = out.exists() or fingerprint(*tiny.roots) != before
     TALLY["cli"]["corrupted"] += written
     assert rc == 2 and len(lines) == 1, (rc, lines)
     assert lines[0].startswith("alexnet train: error: ") and key in lines[0], lines[0]

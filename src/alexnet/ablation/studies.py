@@ -62,7 +62,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("lrn", "local response normalization lowers the error (CIFAR-10: 13% -> 11%)",
           (Arm("LRN", ("model.lrn=true",)), Arm("no LRN", ("model.lrn=false",)),
            # The base recipe feeds [0, 1] values, on which alpha=1e-4 leaves LRN a constant divisor; alpha x 255^2
-           # is the strength it has on the paper's raw pixel values (alexnet.models.alexnet.config_with).
+           # is the strength it has on the paper's raw pixel values (alexnet.models.options, lrn_alpha).
            Arm("LRN, alpha 1e-4 x 255^2", ("model.lrn=true", f"model.lrn_alpha={1e-4 * 255 ** 2:g}"))),
           paper={"LRN": "11%", "no LRN": "13%"}),
     Study("pooling", "overlapping pooling (3/2) lowers the error by 0.4% against 2/2 and overfits less",

@@ -82,7 +82,7 @@ from .shards import Member, scan_shard
 
 SPLITS = ("train", "val", "test")
 WNID = re.compile(r"^n\d{8}$")
-MAX_CLASSES = 100_000  # the most classes a source may have: the model's bound (alexnet.models.alexnet.MAX_CLASSES)
+MAX_CLASSES = 100_000  # the most classes a source may have: the model's bound (alexnet.models.options.MAX_CLASSES)
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 

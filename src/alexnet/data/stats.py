@@ -21,8 +21,8 @@ is taken off),
 * ``count`` (images), ``schema`` (:data:`STATS_SCHEMA`).
 
 With one channel, ``eigval`` is the variance and ``eigvec`` is ``[[1]]``.
-Folders prepared before schema 2 hold the same statistics for values in
-[0, 1]; :func:`load_stats` converts them.
+:func:`load_stats` reads this schema only (statistics of [0, 1] values,
+schema 1, are refused in one line).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import UserError
 
 STATS_FILE = "stats.npz"
-STATS_SCHEMA = 2  # 1 (no "schema" key): [0, 1] units; 2: pixel units 0..255
+STATS_SCHEMA = 2  # pixel units 0..255 (1, with no "schema" key: [0, 1] units, not read)
 
 
 class PixelStats:
@@ -108,21 +108,6 @@ class PixelStats:
         }
 
 
-def to_pixel_units(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Statistics of schema 1 ([0, 1] units) in pixel units (schema 2); newer ones as they are."""
-    if int(stats.get("schema", 1)) >= STATS_SCHEMA:
-        return stats
-    out = dict(stats)
-    for key in ("mean_image", "mean_rgb"):
-        if key in out:
-            out[key] = np.asarray(out[key], np.float64) * 255.0
-    for key in ("eigval", "cov"):
-        if key in out:
-            out[key] = np.asarray(out[key], np.float64) * 255.0**2
-    out["schema"] = np.array(STATS_SCHEMA)
-    return out
-
-
 MAX_STATS_BYTES = 1 << 30  # the arrays of a stats.npz together, when meta.json does not say their shapes
 STATS_KEYS = ("mean_image", "mean_rgb", "eigval", "eigvec", "cov", "count", "schema")
 
@@ -181,8 +166,7 @@ def _read_stats(path: Path, want: dict[str, tuple] | None) -> dict[str, np.ndarr
 def load_stats(prepared_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """``mean_image``, ``mean_rgb``, ``eigval``, ``eigvec`` (and ``cov``, ``count``) of a prepared folder, in pixel units.
 
-    A folder prepared by an older alexnet (statistics of [0, 1] values) is read
-    and converted; its shards need no change. Each array is checked from its
+    Each array is checked from its
     header before it is read (see :func:`_read_stats`): a crafted stats.npz
     (a zip bomb, an array of Python objects) is a one-line error.
     """
@@ -196,7 +180,10 @@ def load_stats(prepared_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     missing = [k for k in STATS_KEYS[:4] if k not in stats]
     if missing:
         raise UserError(f"{path}: no {', '.join(missing)}")
-    if int(stats.get("schema", 1)) > STATS_SCHEMA:
-        raise UserError(f"{path} has statistics schema {int(stats['schema'])}; this alexnet reads up to "
-                        f"{STATS_SCHEMA}: upgrade alexnet")
-    return to_pixel_units(stats)
+    schema = int(stats.get("schema", 1))
+    if schema > STATS_SCHEMA:
+        raise UserError(f"{path} has statistics schema {schema}; this alexnet reads up to {STATS_SCHEMA}: upgrade alexnet")
+    if schema < STATS_SCHEMA:
+        raise UserError(f"{path} has statistics schema {schema} ([0, 1] units), which is not supported; this "
+                        f"alexnet reads schema {STATS_SCHEMA}: prepare the folder again")
+    return stats

@@ -10,9 +10,7 @@ where it is the string "1e-3"); booleans keep YAML 1.1's ``on``/``off``/
 
 Keys no shipped recipe sets, and why each stays:
 
-- ``model.input_size``: other crops than the variant's (the Caffe 227 / 224 comparison; small images).
-- ``model.activation``: the relu-vs-tanh ablation sets it through ``--set``.
-- ``model.lrn_alpha``: the lrn ablation's third arm (the paper's strength on [0, 1] input).
+- ``model.*``: the model options, with their reasons, are :mod:`alexnet.models.options`'s.
 - ``data.decode``: where JPEGs are decoded on a GPU run (cpu when nvJPEG is missing or slower).
 - ``data.val_split``: validating on another split (a prepared ``test``).
 - ``data.path``: written by ``train --data`` into RUN/config.yaml, so ``report`` needs no ``--data``.
@@ -33,7 +31,6 @@ import dataclasses
 import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,26 +38,25 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError, short_repr
-from ..models.alexnet import MAX_INPUT_SIZE, MAX_WIDTH
+from ..errors import UserError
+from ..models.options import OPTIONS, RECIPE_KEYS, option_type, parse_option
+from ..values import check_value, value_range
 from .distributed import device_names, is_device_name
 from .inference import TTA
 
 
-@dataclass
-class ModelConfig:
-    name: str = "alexnet"
-    input_size: int | None = None  # pixels; None: the model's default (224, 227, 32)
-    activation: str = "relu"  # relu | tanh
-    lrn: bool | None = None  # None: the variant's (on for alexnet/alexnet-caffe/alexnet-small, absent in alexnet-owt)
-    lrn_alpha: float | None = None  # None: the variant's (1e-4); 6.5025 = 1e-4 x 255^2: the paper's strength on [0, 1] input
-    pool: str = "overlap"  # overlap (3/2) | 2/2
-    order: str = "lrn-pool"  # lrn-pool: LRN, then max-pool (the paper) | pool-lrn: max-pool, then LRN (CaffeNet)
-    dropout: float = 0.5
-    width: float = 1.0  # channel multiplier
-    init: str | None = None  # paper | caffe | kaiming | torch; None: the variant's
-    bias: float | None = None  # constant bias of conv2/4/5, fc6/7 (paper: 1); None: the variant's
-    towers: int | None = None  # 2: grouped conv2/4/5 and per-tower LRN (the paper), 1: one tower; None: the variant's
+def _model_config() -> type:
+    """``ModelConfig``: ``name``, then the options of :class:`~alexnet.models.options.ModelOptions` that a
+    recipe sets (all but num_classes and in_channels, which the data gives), with their types and defaults."""
+    fields = [("name", str, field(default="alexnet"))]
+    fields += [(k, option_type(k), field(default=OPTIONS[k].default)) for k in RECIPE_KEYS]
+    cls = dataclasses.make_dataclass("ModelConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = "A recipe's model section: the model's name and its options (alexnet.models.options)."
+    return cls
+
+
+ModelConfig = _model_config()
 
 
 @dataclass
@@ -145,13 +141,9 @@ def _model_names() -> tuple[str, ...]:
 
 
 # Allowed values: key -> the values, or a function giving them (the models registered when the key is set).
+# The model's options other than its name have theirs in alexnet.models.options.
 CHOICES: dict[str, tuple | typing.Callable[[], tuple]] = {
     "model.name": _model_names,
-    "model.activation": ("relu", "tanh"),
-    "model.lrn": _MAYBE_BOOL,
-    "model.pool": ("overlap", "2/2"),
-    "model.order": ("lrn-pool", "pool-lrn"),
-    "model.init": (None, "paper", "caffe", "kaiming", "torch"),
     "data.mean": ("image", "rgb"),
     "data.decode": ("auto", "cpu", "cuda"),
     "data.eval_tta": TTA,
@@ -166,59 +158,36 @@ CHOICES: dict[str, tuple | typing.Callable[[], tuple]] = {
 }
 
 
-def _range(lo=None, hi=None, *, above: bool = False, below: bool = False):
-    """(test, words) for ``lo <= v <= hi`` (``above``: ``lo < v``; ``below``: ``v < hi``; None: no bound)."""
-    def test(v) -> bool:
-        return ((lo is None or (v > lo if above else v >= lo))
-                and (hi is None or (v < hi if below else v <= hi)))
-
-    def num(x) -> str:
-        return f"{x:g}" if isinstance(x, float) else str(x)
-
-    words = []
-    if lo is not None:
-        words.append(f"{'greater than' if above else 'at least'} {num(lo)}")
-    if hi is not None:
-        words.append(f"{'below' if below else 'at most'} {num(hi)}")
-    return test, " and ".join(words)
-
-
 _SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # Allowed ranges: key -> (test, what the error says the value must be). A float is finite besides (_check_type).
 RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "model.input_size": _range(1, MAX_INPUT_SIZE),
-    "model.dropout": _range(0, 1, below=True),
-    "model.width": _range(0, MAX_WIDTH, above=True),
-    "model.lrn_alpha": _range(0, 1000, above=True),
-    "model.bias": _range(-100, 100),
-    "model.towers": (lambda v: v in (1, 2), "1 or 2"),
-    "data.batch_size": _range(1, BATCH_MAX),
-    "data.workers": _range(0, THREADS_MAX),
-    "data.lighting": _range(0, 100),
-    "data.scale": _range(0, 65535, above=True),
+    "data.batch_size": value_range(1, BATCH_MAX),
+    "data.workers": value_range(0, THREADS_MAX),
+    "data.lighting": value_range(0, 100),
+    "data.scale": value_range(0, 65535, above=True),
     "data.val_split": (lambda v: bool(_SPLIT.fullmatch(v)),
                        "a split name (letters, digits, '_', '.', '-'; at most 64)"),
     "data.path": (lambda v: bool(v) and "\0" not in v, "a folder path (not empty, no NUL character)"),
-    "optim.lr": _range(0, above=True),
-    "optim.lr_batch": _range(1, BATCH_MAX),
-    "optim.momentum": _range(0, 1, below=True),
-    "optim.weight_decay": _range(0),
-    "optim.accumulate": _range(1, BATCH_MAX),
-    "optim.label_smoothing": _range(0, 1, below=True),
-    "schedule.patience": _range(0, INT_MAX),
-    "schedule.factor": _range(0, 1, above=True),
-    "schedule.max_drops": _range(0, INT_MAX),
-    "schedule.min_delta": _range(0),
-    "schedule.warmup_steps": _range(0, INT_MAX),
-    "run.epochs": _range(1, 1_000_000),
-    "run.seed": _range(0, SEED_MAX),
+    "optim.lr": value_range(0, above=True),
+    "optim.lr_batch": value_range(1, BATCH_MAX),
+    "optim.momentum": value_range(0, 1, below=True),
+    "optim.weight_decay": value_range(0),
+    "optim.accumulate": value_range(1, BATCH_MAX),
+    "optim.label_smoothing": value_range(0, 1, below=True),
+    "schedule.patience": value_range(0, INT_MAX),
+    "schedule.factor": value_range(0, 1, above=True),
+    "schedule.max_drops": value_range(0, INT_MAX),
+    "schedule.min_delta": value_range(0),
+    "schedule.warmup_steps": value_range(0, INT_MAX),
+    "run.epochs": value_range(1, 1_000_000),
+    "run.seed": value_range(0, SEED_MAX),
     "run.device": (is_device_name, "one of " + ", ".join(device_names())),
-    "run.log_every": _range(1, INT_MAX),
-    "run.checkpoint_minutes": _range(0),
-    "run.checkpoint_steps": _range(0, INT_MAX),
-    "run.threads": _range(0, THREADS_MAX),  # 0: PyTorch's default
-    "run.max_nonfinite_steps": _range(1, INT_MAX),
+    "run.log_every": value_range(1, INT_MAX),
+    "run.checkpoint_minutes": value_range(0),
+    "run.checkpoint_steps": value_range(0, INT_MAX),
+    "run.threads": value_range(0, THREADS_MAX),  # 0: PyTorch's default
+    "run.max_nonfinite_steps": value_range(1, INT_MAX),
 }
 
 
@@ -263,58 +232,6 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-class _NotFinite(UserError):
-    """A float key given NaN, an infinity, or an int no float holds: said as such, also for ``float | None``."""
-
-
-def _show(value: Any) -> str:
-    """``value`` for an error line: a long number cut short."""
-    text = str(value)
-    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
-
-
-def _check_type(key: str, value: Any, tp: Any) -> Any:
-    """Return ``value`` as type ``tp`` or raise UserError naming ``key``."""
-    if isinstance(tp, (types.UnionType,)) or typing.get_origin(tp) is typing.Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(key, value, a)
-            except _NotFinite:
-                raise
-            except UserError:
-                pass
-        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
-        raise UserError(f"{key} must be {names}, not {short_repr(value)}")
-    if tp is float and isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is not None and not math.isfinite(number):
-            raise _NotFinite(f"{key} must be a finite number, not {short_repr(value)}")
-    ok = (
-        (tp is bool and isinstance(value, bool))
-        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
-        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (tp is str and isinstance(value, str))
-    )
-    if not ok:
-        raise UserError(f"{key} must be {tp.__name__}, not {type(value).__name__} {short_repr(value)}")
-    if tp is float:
-        try:
-            value = float(value)
-        except OverflowError:  # an int past 1.8e308
-            raise _NotFinite(f"{key} must be a finite number, not {_show(value)}") from None
-        if not math.isfinite(value):
-            raise _NotFinite(f"{key} must be a finite number, not {value}")
-    return value
-
-
 def _fields(section_cls) -> dict[str, Any]:
     hints = typing.get_type_hints(section_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
@@ -335,16 +252,11 @@ def set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
         else:
             hint = f"sections: {', '.join(sections)}"
         raise UserError(f"unknown config key {dotted!r}; {hint}")
-    value = _check_type(dotted, value, fields[key])
-    choices = CHOICES.get(dotted, ())
-    choices = choices() if callable(choices) else choices
-    if dotted in CHOICES and not any(value == c and type(value) is type(c) for c in choices):
-        allowed = ", ".join("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
-                            for c in choices)
-        raise UserError(f"{dotted} must be one of {allowed}, not {_show(repr(value))}")
-    if dotted in RANGES and value is not None and not RANGES[dotted][0](value):
-        shown = _show(repr(value) if isinstance(value, str) else value)
-        raise UserError(f"{dotted} must be {RANGES[dotted][1]}, not {shown}")
+    if section == "model" and key in OPTIONS:
+        value = parse_option(key, value, "model.")
+    else:
+        choices = CHOICES.get(dotted)
+        value = check_value(dotted, value, fields[key], choices() if callable(choices) else choices, RANGES.get(dotted))
     setattr(getattr(cfg, section), key, value)
 
 

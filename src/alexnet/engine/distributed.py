@@ -29,11 +29,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-# Set by the test suite (tests/conftest.py): "auto" is refused, so that every test that runs a network names
-# its device; a test that relies on "auto" would run on the GPU of a CUDA machine and the CPU elsewhere.
-AUDIT_ENV = "ALEXNET_DEVICE_AUDIT"
-
-
 CUDA_INDEX_MAX = 1023  # cuda:N: the most N a name may say (the machine's count is checked when the device is chosen)
 
 
@@ -70,9 +65,6 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
     if not is_device_name(name):  # meta, mps on a build without it, cuda:x: refused before anything is built on it
         raise UserError(f"unknown device {name[:40]!r}; this build runs on: {', '.join(device_names())}")
     if name == "auto":
-        if os.environ.get(AUDIT_ENV):
-            raise RuntimeError(f"device 'auto' while {AUDIT_ENV} is set: a test must choose its device "
-                               "(--device cpu, --set run.device=cpu, device='cpu')")
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"

@@ -73,21 +73,19 @@ def eval_transform(ckpt: dict[str, Any], model: torch.nn.Module | None = None) -
     if not spec.get("resize") and spec.get("crop"):
         spec["resize"] = eval_resize(spec["crop"])
     spec.setdefault("mean", "image")
-    spec.setdefault("scale", 1.0)  # written by every checkpoint since schema 2; before, weights saw [0, 1] values
+    spec.setdefault("scale", 1.0)  # eval_spec always writes it; a normalize spec does not use it
     spec.setdefault("normalize", None)
     return spec
 
 
 def checkpoint_stats(ckpt: dict[str, Any]) -> dict[str, np.ndarray]:
     """The data statistics stored with the checkpoint (mean image, mean RGB) as numpy arrays, in pixel units."""
-    from ..data.stats import to_pixel_units
-
     out = {}
     for k, v in (ckpt.get("data_stats") or {}).items():
         if isinstance(v, torch.Tensor):
             v = v.detach().cpu().numpy()
         out[k] = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray)) else v
-    return out if int(ckpt.get("schema", 1)) >= 2 else to_pixel_units(out)  # schema 1: [0, 1] units
+    return out
 
 
 def _read_image(path: str | os.PathLike, spec: dict[str, Any], stats: dict[str, Any], tta: str) -> torch.Tensor:

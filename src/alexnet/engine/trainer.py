@@ -34,6 +34,7 @@ from ..data.loader import LoaderSpec, ShardLoader, decode_location
 from ..data.transforms import eval_spec
 from ..errors import UserError, state_dict_mismatch
 from ..fileio import LOCK_NAME, FolderLock, atomic_write, check_unlocked, lock_folder, remove_temporaries
+from ..models.options import RECIPE_KEYS, ModelOptions
 from . import config as config_mod
 from .allocator import keep_freed_memory
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
@@ -87,33 +88,13 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.ckpt", "best.ckpt")  # what a
 
 
 def model_options(cfg: config_mod.TrainConfig, meta: dict) -> dict:
-    """Options for ``models.create`` from the config and the prepared data."""
-    m = cfg.model
-    opts = {
-        "num_classes": len(meta["classes"]),
-        "in_channels": int(meta.get("channels", 3)),
-        "activation": m.activation,
-        "pool": m.pool,
-        "dropout": m.dropout,
-        "width": m.width,
-    }
-    if m.lrn is not None:
-        opts["lrn"] = m.lrn
-    if m.lrn_alpha is not None:
-        opts["lrn_alpha"] = m.lrn_alpha
-    if m.order != "lrn-pool":  # only when set, so checkpoints of the paper's order name no new option
-        opts["order"] = m.order
-    if m.towers is not None:
-        opts["towers"] = m.towers
-    if m.init is not None:
-        opts["init"] = m.init
-    if m.bias is not None:
-        opts["bias"] = m.bias
-    if m.input_size is not None:
-        opts["input_size"] = m.input_size
-    elif is_small(meta.get("size", 256)):  # small images are used at their own size
-        opts["input_size"] = int(meta["size"])
-    return opts
+    """Options for ``models.create``, as a checkpoint stores them: the recipe's model section, and what the
+    prepared data says (the classes, the channels, and the size of small images, used at their own size)."""
+    data = {"num_classes": len(meta["classes"]), "in_channels": int(meta.get("channels", 3))}
+    if cfg.model.input_size is None and is_small(meta.get("size", 256)):
+        data["input_size"] = int(meta["size"])
+    recipe = {k: getattr(cfg.model, k) for k in RECIPE_KEYS}
+    return ModelOptions.parse({**recipe, **data}).stored()
 
 
 class Trainer:

@@ -79,7 +79,7 @@ from .. import models
 from ..checkpoint import make_checkpoint, save_checkpoint
 from ..errors import UserError, one_line
 from ..fileio import require_file
-from ..models.alexnet import MAX_CLASSES
+from ..models.options import MAX_CLASSES
 
 MODEL_NAME = "alexnet-caffe"
 INPUT_SIZE = 227

@@ -5,7 +5,7 @@ strings (JSON values) under these keys: safetensors metadata, ONNX
 ``metadata_props``, TorchScript and ``torch.export`` extra files::
 
     format          "alexnet-export/1"
-    schema          the checkpoint's schema (2: statistics in pixel units)
+    schema          the checkpoint's schema (2)
     model           {"name": ..., "options": {...}}: models.create(name, **options) rebuilds it
     classes         class ids (folder names or synset ids), index = output unit
     class_names     human-readable names, same order
@@ -14,7 +14,7 @@ strings (JSON values) under these keys: safetensors metadata, ONNX
                     or (pixel / 255 - mean) / std when normalize is set; the image is first
                     scaled to shorter side `resize` and centre-squared, and "image" means the
                     mean image (resized to resize x resize) is taken off before the centre crop
-    data_stats      {"mean_rgb": [C], "mean_image": ...} in pixel units (schema 1: [0, 1] units);
+    data_stats      {"mean_rgb": [C], "mean_image": ...} in pixel units;
                     mean_image is H x W x C float32: in a .safetensors export the tensor
                     ``mean_image`` of the same file ({"tensor": "mean_image", "shape", "dtype"}),
                     in the programs {"shape", "dtype", "base64"} (little-endian float32)
@@ -134,8 +134,7 @@ def _safetensors(model, ckpt, meta, example, out: Path) -> None:
     config = {k: v if k == "format" else json.loads(v) for k, v in meta.items()}
     pretrained_cfg = models.checkpoint_pretrained_cfg(model, ckpt)
     if pretrained_cfg["mean_image"] is not None:
-        units = "pixels 0..255" if config["schema"] >= 2 else "[0, 1]: times 255 for pixels"  # schema 1
-        pretrained_cfg["mean_image"] = {**config["data_stats"]["mean_image"], "units": units}
+        pretrained_cfg["mean_image"] = {**config["data_stats"]["mean_image"], "units": "pixels 0..255"}
     for key in ("label_names", "label_descriptions"):  # the file's classes and class_names
         pretrained_cfg.pop(key)
     write_safetensors(out, tensors, meta, {**config, "pretrained_cfg": pretrained_cfg})

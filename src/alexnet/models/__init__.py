@@ -1,7 +1,9 @@
-"""The AlexNet family. ``create(name, num_classes=..., checkpoint_path=..., **options)``; ``from_checkpoint(ckpt)``; ``names()``."""
+"""The AlexNet family. ``create(name, num_classes=..., checkpoint_path=..., **options)``; ``from_checkpoint(ckpt)``;
+``names()``. The options every variant takes: :class:`ModelOptions` (``options.py``)."""
 
-from .alexnet import AlexNet, AlexNetConfig, ConvSpec, LRNSpec, config_with
+from .alexnet import AlexNet, AlexNetConfig, ConvSpec, LRNSpec, config_with, configure
 from .lrn import LocalResponseNorm, local_response_norm
+from .options import ModelOptions
 from .pretrained import checkpoint_pretrained_cfg
 from .registry import UnknownModelError, create, from_checkpoint, names, register
 from .variants import CONFIGS
@@ -13,9 +15,11 @@ __all__ = [
     "ConvSpec",
     "LRNSpec",
     "LocalResponseNorm",
+    "ModelOptions",
     "UnknownModelError",
     "checkpoint_pretrained_cfg",
     "config_with",
+    "configure",
     "create",
     "from_checkpoint",
     "local_response_norm",

@@ -36,6 +36,7 @@ The forward is one walk over named steps (:meth:`AlexNet.steps`);
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import Iterable
 
@@ -44,6 +45,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .lrn import LocalResponseNorm
+from .options import OPTIONS, POOLS, ModelOptions, parse_option
 from .pretrained import default_pretrained_cfg
 
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -118,21 +120,8 @@ class AlexNetConfig:
         return self.lrn is not None and any(c.lrn for c in self.convs)
 
 
-INITS = ("paper", "caffe", "kaiming", "torch")
-ORDERS = ("lrn-pool", "pool-lrn")
-# Bounds far past any real use, so a hostile option (a checkpoint's, a recipe's) is refused before it allocates.
-MAX_WIDTH = 8.0  # 8 x the paper's channels: about 3.9 billion parameters
-MAX_CLASSES = 100_000
-MAX_INPUT_SIZE = 2048
-MAX_IN_CHANNELS = 64
-
-
 def _act(name: str):
-    if name == "relu":
-        return F.relu
-    if name == "tanh":
-        return torch.tanh
-    raise ValueError(f"unknown activation {name!r} (choose relu or tanh)")
+    return {"relu": F.relu, "tanh": torch.tanh}[parse_option("activation", name)]
 
 
 def conv_channels(cfg: AlexNetConfig) -> list[int]:
@@ -173,30 +162,21 @@ def _feature_side(cfg: AlexNetConfig) -> int:
     return s
 
 
+# Fields of AlexNetConfig that are options of the same name: their allowed values are the options'.
+_OPTION_FIELDS = tuple(k for k in OPTIONS if k in AlexNetConfig.__dataclass_fields__ and k != "lrn")
+
+
 def check(cfg: AlexNetConfig) -> None:
     """Refuse a config the network cannot honour, with a one-line ValueError naming it."""
     if len(cfg.convs) != 5 or len(cfg.fc) != 2 or len(cfg.fc_bias) != 2:
         raise ValueError(f"{cfg.name}: an AlexNet has 5 conv rows and 2 hidden fc layers, "
                          f"not {len(cfg.convs)} and {len(cfg.fc)}")
-    if cfg.towers not in (1, 2):
-        raise ValueError(f"towers must be 1 or 2, not {cfg.towers!r}")
+    for key in _OPTION_FIELDS:  # towers, init, order, activation, dropout, width, num_classes, input_size, ...
+        if getattr(cfg, key) is None:
+            raise ValueError(f"{cfg.name}: {key} must be set in a network's config")
+        parse_option(key, getattr(cfg, key))
     if cfg.lrn is not None and not cfg.has_lrn:
         raise ValueError(f"{cfg.name} has no LRN layer, so lrn=on cannot be honoured (leave lrn unset, or off)")
-    if cfg.init not in INITS:
-        raise ValueError(f"unknown init {cfg.init!r} (choose {', '.join(INITS)})")
-    if cfg.order not in ORDERS:
-        raise ValueError(f"order must be {' or '.join(ORDERS)}, not {cfg.order!r}")
-    _act(cfg.activation)
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), not {cfg.dropout}")
-    if not 0 < cfg.width <= MAX_WIDTH:
-        raise ValueError(f"width must be in (0, {MAX_WIDTH:g}], not {cfg.width:g}")
-    if not 0 <= cfg.num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in [0, {MAX_CLASSES}], not {cfg.num_classes}")
-    if not 1 <= cfg.input_size <= MAX_INPUT_SIZE:
-        raise ValueError(f"input_size must be in [1, {MAX_INPUT_SIZE}], not {cfg.input_size}")
-    if not 1 <= cfg.in_channels <= MAX_IN_CHANNELS:
-        raise ValueError(f"in_channels must be in [1, {MAX_IN_CHANNELS}], not {cfg.in_channels}")
     conv_channels(cfg)
     _feature_side(cfg)
 
@@ -389,67 +369,40 @@ class AlexNet(nn.Module):
         self._register_load_state_dict_pre_hook(load_hook)
 
 
-LRN_CHOICES = ("on", "off")  # or a bool, as a YAML recipe gives it
-POOL_CHOICES = ("overlap", "2/2")  # 3/2 overlapping (the paper) | 2/2 (the paper's baseline)
+def configure(cfg: AlexNetConfig, options: ModelOptions) -> AlexNetConfig:
+    """``cfg`` with ``options`` (typed and checked: :class:`~alexnet.models.options.ModelOptions`) applied.
 
-
-def config_with(cfg: AlexNetConfig, **overrides) -> AlexNetConfig:
-    """Apply the user-facing options every variant takes to a config.
-
-    ``lrn``: on | off (or a bool); ``pool``: overlap (3/2) | 2/2;
-    ``dropout``: p; ``width``: channel multiplier; ``towers``: 1 | 2;
-    ``activation``: relu | tanh; ``lrn_alpha``: LRN's alpha in the variant's
-    form (the paper's 1e-4 on the window sum; 1e-4 x 255^2 gives LRN on [0, 1]
-    input the strength it has on the paper's raw pixel values); ``order``: lrn-pool (the paper: LRN, then
-    max-pool) | pool-lrn (CaffeNet: max-pool, then LRN on a map about four
-    times smaller); ``bias``: the constant of the biases the
-    paper sets to 1; ``num_classes``, ``in_channels``, ``input_size``, ``init``.
-    A combination the network cannot honour (``lrn=on`` where the variant has
-    no LRN layer, ``bias`` with ``init=torch``, a width that does not split
-    into the towers) is refused with a ValueError naming it.
+    An option named as a field of the config sets it; ``lrn`` (on: the
+    variant's LRN, or the paper's where it has none), ``lrn_alpha`` (LRN's
+    alpha in the variant's form), ``pool`` (the pooling's kernel and stride)
+    and ``bias`` (the constant of the biases that are not 0) are said here.
+    None leaves the variant's choice. A combination the network cannot honour
+    (``lrn=on`` where the variant has no LRN layer, ``bias`` with
+    ``init=torch``, a width that does not split into the towers) is refused
+    with a ValueError naming it.
     """
-    kw = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "lrn":
-            if not isinstance(value, bool) and value not in LRN_CHOICES:
-                raise ValueError(f"lrn must be on or off, not {value!r}")
-            kw["lrn"] = (cfg.lrn or LRNSpec()) if value in (True, "on") else None
-        elif key == "lrn_alpha":
-            continue  # applied below, after lrn on/off
-        elif key == "pool":
-            if value not in POOL_CHOICES:
-                raise ValueError(f"pool must be overlap (3/2) or 2/2, not {value!r}")
-            kw["pool_kernel"], kw["pool_stride"] = (3, 2) if value == "overlap" else (2, 2)
-        elif key == "activation":
-            _act(value)
-            kw["activation"] = value
-        elif key in ("num_classes", "in_channels", "input_size", "towers"):
-            kw[key] = int(value)
-        elif key in ("dropout", "width"):
-            kw[key] = float(value)
-        elif key == "bias":
-            # The constant the paper puts in the biases of conv2/4/5 and fc6/7 (1; Caffe 0.1).
-            b = float(value)
-            kw["convs"] = tuple(replace(c, bias=b) if c.bias else c for c in cfg.convs)
-            kw["fc_bias"] = tuple(b for _ in cfg.fc_bias)
-        elif key == "init":
-            kw["init"] = str(value)
-        elif key == "order":
-            kw["order"] = str(value).lower()
-        else:
-            raise ValueError(f"unknown model option {key!r}")
+    given = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
+    kw = {k: v for k, v in given.items() if k in _OPTION_FIELDS}
+    if "lrn" in given:
+        kw["lrn"] = (cfg.lrn or LRNSpec()) if given["lrn"] else None
+    if "pool" in given:
+        kw["pool_kernel"], kw["pool_stride"] = POOLS[given["pool"]]
+    if "bias" in given:
+        kw["convs"] = tuple(replace(c, bias=given["bias"]) if c.bias else c for c in cfg.convs)
+        kw["fc_bias"] = tuple(given["bias"] for _ in cfg.fc_bias)
     out = replace(cfg, **kw)
-    if overrides.get("lrn_alpha") is not None:
-        alpha = float(overrides["lrn_alpha"])
-        if not alpha > 0:
-            raise ValueError(f"lrn_alpha must be greater than 0, not {overrides['lrn_alpha']!r}")
+    if "lrn_alpha" in given:
         if out.lrn is None:
             raise ValueError(f"lrn_alpha sets LRN's alpha, but {cfg.name} has LRN off here: leave lrn_alpha unset")
-        out = replace(out, lrn=replace(out.lrn, alpha=alpha))
-    if "bias" in overrides and overrides["bias"] is not None and out.init == "torch":
+        out = replace(out, lrn=replace(out.lrn, alpha=given["lrn_alpha"]))
+    if "bias" in given and out.init == "torch":
         raise ValueError(f"bias sets the constant biases of the paper's init, but {cfg.name} uses init=torch, "
                          f"which draws them: pass init=paper, caffe or kaiming with it")
     check(out)
     return out
+
+
+def config_with(cfg: AlexNetConfig, **options) -> AlexNetConfig:
+    """``cfg`` with the options given as keywords (``create``'s), parsed once by
+    :meth:`ModelOptions.parse <alexnet.models.options.ModelOptions.parse>` and applied by :func:`configure`."""
+    return configure(cfg, ModelOptions.parse(options))

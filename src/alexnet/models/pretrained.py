@@ -84,14 +84,13 @@ def checkpoint_pretrained_cfg(model, ckpt: dict[str, Any]) -> dict[str, Any]:
     if normalize:
         mean, std = normalize["mean"], normalize["std"]
     else:
-        scale = float(spec.get("scale", 1.0))  # 1.0: a schema-1 checkpoint's weights saw [0, 1] values
-        to_pixels = 255.0 if int(ckpt.get("schema", 1)) < 2 else 1.0  # schema 1 stored statistics in [0, 1]
+        scale = float(spec.get("scale", 1.0))
         stats = ckpt.get("data_stats") or {}
         if spec.get("mean", "image") == "image" and stats.get("mean_image") is not None:
-            mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32) * to_pixels
+            mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32)
             rgb = mean_image.reshape(-1, mean_image.shape[-1]).mean(0)
         elif stats.get("mean_rgb") is not None:
-            rgb = torch.as_tensor(stats["mean_rgb"], dtype=torch.float32).flatten() * to_pixels
+            rgb = torch.as_tensor(stats["mean_rgb"], dtype=torch.float32).flatten()
         else:
             rgb = torch.tensor(default_pretrained_cfg(model)["mean"]) * 255.0
         mean, std = (rgb / 255.0).tolist(), (1.0 / scale,) * c
