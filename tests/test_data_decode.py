@@ -15,7 +15,7 @@ import torch
 
 from alexnet.cli.main import main as cli
 from alexnet.data import generate_synth, make_loader, prepare, read_meta
-from alexnet.data.loader import decode_location, prefetch
+from alexnet.data.loader import _tensors, decode_location, prefetch, unpack
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import Trainer
 from alexnet.errors import UserError
@@ -104,26 +104,34 @@ def test_prefetch_thread_gives_the_same_batches(request, fmt):
 
 
 def test_workers_hand_over_bytes_and_draws_not_pixels(jpg, raw):
-    """With decode="main" what crosses the process boundary is the shard's compressed bytes (raw shards: the stored
-    uint8 pixels, uncropped) and the augmentation parameters, never decoded or float images."""
+    """With decode="main" what crosses the process boundary is the shard's compressed bytes, packed in ONE uint8
+    tensor with the offsets of its images (raw shards: the stored uint8 pixels, uncropped, one tensor), the labels
+    and the uniforms of the draws: four tensors per batch whatever its size, never decoded or float images."""
     loader = make_loader(jpg, "train", 3, seed=1, num_workers=1, decode="main")
-    payload, labels, params = next(iter(loader._dataloader()))  # as the worker process sent it
+    item = next(iter(loader._dataloader()))  # as the worker process sent it
+    payload, labels, uniforms = item
     meta, index = read_meta(jpg), np.load(jpg / "train.index.npy")
     ids = loader.indices()[:3]
-    assert isinstance(payload, list) and len(payload) == 3
-    for p, (s, o, n, _) in zip(payload, index[ids]):
+    data, offsets = payload
+    assert data.dtype == torch.uint8 and data.dim() == 1 and offsets.tolist()[0] == 0 and len(offsets) == 4
+    assert len([t for t in _tensors(item)]) == 4
+    views = unpack(payload)
+    assert len(views) == 3 and all(v.data_ptr() >= data.data_ptr() for v in views)  # views of the one buffer
+    for p, (s, o, n, _) in zip(views, index[ids]):
         assert p.dtype == torch.uint8 and p.dim() == 1
         assert bytes(p.numpy()) == (jpg / meta["shards"]["train"][s]).read_bytes()[o:o + n]
         assert bytes(p[:2].numpy()) == b"\xff\xd8"  # a JPEG
     assert labels.tolist() == index[ids, 3].tolist()
+    assert uniforms.dtype == torch.float64 and uniforms.shape == (3, 9)
+    params = loader._batches.draws(uniforms)
     assert set(params) == {"patch", "alpha"} and params["patch"].top.shape == (3,) and params["alpha"].shape == (3, 3)
     loader.close()
     x, _ = next(iter(make_loader(jpg, "train", 3, seed=1, num_workers=1)._dataloader()))
     assert x.dtype == torch.float32 and x.shape == (3, 3, 224, 224)  # the workers' path: finished images
 
     loader = make_loader(raw, "val", 4, train=False, num_workers=1, decode="main")
-    payload, labels, params = next(iter(loader._dataloader()))
-    assert payload.dtype == torch.uint8 and payload.shape == (4, 3, 32, 32) and params is None
+    payload, labels, uniforms = next(iter(loader._dataloader()))
+    assert payload.dtype == torch.uint8 and payload.shape == (4, 3, 32, 32) and uniforms is None
     loader.close()
 
 
@@ -158,7 +166,7 @@ def test_prefetch_keeps_order_raises_and_stops():
 
 def test_data_decode_option(monkeypatch, jpg, raw, tmp_path, capsys):
     assert decode_location("auto", "cpu", "jpg") == "workers"
-    assert decode_location("auto", torch.device("cuda", 0), "jpg") == "main"
+    assert decode_location("auto", torch.device("cuda", 0), "jpg") == "probe"  # nvJPEG if the first batch decodes
     assert decode_location("auto", torch.device("cuda", 0), "raw") == "workers"  # small images: nothing to decode
     assert decode_location("cpu", torch.device("cuda", 0), "jpg") == "workers"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
