@@ -204,10 +204,16 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def test_cuda_decoding_matches_the_cpu_up_to_decoder_rounding(jpg, mode):
     """nvJPEG + augmentation on the GPU against libjpeg-turbo + augmentation in the workers, same draws.
 
-    Tolerance, in grey levels (the loader's default scale: pixel values minus the mean): nvJPEG and
-    libjpeg-turbo differ by a few levels on some pixels (IDCT and chroma upsampling), so the mean absolute
-    difference must stay under 2 (torchvision's own bound for its nvJPEG test) and the largest under 64 (a
-    wrong crop, flip or channel order moves the mean by tens of levels). The labels are equal.
+    Tolerance, in grey levels (the loader's default scale: pixel values minus the mean). JPEG fixes the
+    decoder's output only up to rounding: nvJPEG and libjpeg-turbo differ by a level or two everywhere (IDCT
+    arithmetic), and by much more at single pixels on hard colour edges, because they upsample the half-size
+    chroma planes differently (libjpeg-turbo's default "fancy" triangle filter; nvJPEG does not promise it). So
+    no bound on the largest difference: nvJPEG promises a decode, not libjpeg-turbo's pixels, and torchvision's
+    own nvJPEG test bounds only the mean. Bounded here: the mean absolute difference under 2 (torchvision's
+    bound), and its 99th percentile at most 24. Emulating the two chroma upsamplings (2x2 average, then
+    nearest against bilinear) on these synthetic 256 px images gave a mean of 0.93, a 99th percentile of 13
+    (99.9th: 33, largest: 59); 24 leaves room for the IDCT on top. A wrong crop, flip or channel order moves
+    the mean by tens of levels and the percentile far more. The labels are equal.
     """
     kw = dict(MODES[mode], seed=3)
     split, b = ("train", 3) if mode == "train" else ("val", 2)
@@ -225,8 +231,9 @@ def test_cuda_decoding_matches_the_cpu_up_to_decoder_rounding(jpg, mode):
             assert len(a) == len(g) == len(cpu) - start
             for (xa, ya), (xg, yg) in zip(a, g):
                 assert torch.equal(ya, yg) and xa.shape == xg.shape
-                diff = (xa - xg).abs()
-                assert diff.mean() < 2 and diff.max() <= 64, (float(diff.mean()), float(diff.max()))
+                diff = (xa - xg).abs().flatten()
+                p99 = float(diff.kthvalue(max(1, int(0.99 * diff.numel()))).values)
+                assert diff.mean() < 2 and p99 <= 24, (float(diff.mean()), p99, float(diff.max()))
         gpu.close()
 
 
