@@ -15,7 +15,7 @@ import torch
 
 from alexnet.cli.main import main as cli
 from alexnet.data import generate_synth, make_loader, prepare, read_meta
-from alexnet.data.loader import decode_location, prefetch
+from alexnet.data.loader import _tensors, decode_location, prefetch, unpack
 from alexnet.engine.config import load_config
 from alexnet.engine.trainer import Trainer
 from alexnet.errors import UserError
@@ -104,26 +104,34 @@ def test_prefetch_thread_gives_the_same_batches(request, fmt):
 
 
 def test_workers_hand_over_bytes_and_draws_not_pixels(jpg, raw):
-    """With decode="main" what crosses the process boundary is the shard's compressed bytes (raw shards: the stored
-    uint8 pixels, uncropped) and the augmentation parameters, never decoded or float images."""
+    """With decode="main" what crosses the process boundary is the shard's compressed bytes, packed in ONE uint8
+    tensor with the offsets of its images (raw shards: the stored uint8 pixels, uncropped, one tensor), the labels
+    and the uniforms of the draws: four tensors per batch whatever its size, never decoded or float images."""
     loader = make_loader(jpg, "train", 3, seed=1, num_workers=1, decode="main")
-    payload, labels, params = next(iter(loader._dataloader()))  # as the worker process sent it
+    item = next(iter(loader._dataloader()))  # as the worker process sent it
+    payload, labels, uniforms = item
     meta, index = read_meta(jpg), np.load(jpg / "train.index.npy")
     ids = loader.indices()[:3]
-    assert isinstance(payload, list) and len(payload) == 3
-    for p, (s, o, n, _) in zip(payload, index[ids]):
+    data, offsets = payload
+    assert data.dtype == torch.uint8 and data.dim() == 1 and offsets.tolist()[0] == 0 and len(offsets) == 4
+    assert len([t for t in _tensors(item)]) == 4
+    views = unpack(payload)
+    assert len(views) == 3 and all(v.data_ptr() >= data.data_ptr() for v in views)  # views of the one buffer
+    for p, (s, o, n, _) in zip(views, index[ids]):
         assert p.dtype == torch.uint8 and p.dim() == 1
         assert bytes(p.numpy()) == (jpg / meta["shards"]["train"][s]).read_bytes()[o:o + n]
         assert bytes(p[:2].numpy()) == b"\xff\xd8"  # a JPEG
     assert labels.tolist() == index[ids, 3].tolist()
+    assert uniforms.dtype == torch.float64 and uniforms.shape == (3, 9)
+    params = loader._batches.draws(uniforms)
     assert set(params) == {"patch", "alpha"} and params["patch"].top.shape == (3,) and params["alpha"].shape == (3, 3)
     loader.close()
     x, _ = next(iter(make_loader(jpg, "train", 3, seed=1, num_workers=1)._dataloader()))
     assert x.dtype == torch.float32 and x.shape == (3, 3, 224, 224)  # the workers' path: finished images
 
     loader = make_loader(raw, "val", 4, train=False, num_workers=1, decode="main")
-    payload, labels, params = next(iter(loader._dataloader()))
-    assert payload.dtype == torch.uint8 and payload.shape == (4, 3, 32, 32) and params is None
+    payload, labels, uniforms = next(iter(loader._dataloader()))
+    assert payload.dtype == torch.uint8 and payload.shape == (4, 3, 32, 32) and uniforms is None
     loader.close()
 
 
@@ -158,7 +166,7 @@ def test_prefetch_keeps_order_raises_and_stops():
 
 def test_data_decode_option(monkeypatch, jpg, raw, tmp_path, capsys):
     assert decode_location("auto", "cpu", "jpg") == "workers"
-    assert decode_location("auto", torch.device("cuda", 0), "jpg") == "main"
+    assert decode_location("auto", torch.device("cuda", 0), "jpg") == "probe"  # nvJPEG if the first batch decodes
     assert decode_location("auto", torch.device("cuda", 0), "raw") == "workers"  # small images: nothing to decode
     assert decode_location("cpu", torch.device("cuda", 0), "jpg") == "workers"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -196,10 +204,16 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def test_cuda_decoding_matches_the_cpu_up_to_decoder_rounding(jpg, mode):
     """nvJPEG + augmentation on the GPU against libjpeg-turbo + augmentation in the workers, same draws.
 
-    Tolerance, in grey levels (the loader's default scale: pixel values minus the mean): nvJPEG and
-    libjpeg-turbo differ by a few levels on some pixels (IDCT and chroma upsampling), so the mean absolute
-    difference must stay under 2 (torchvision's own bound for its nvJPEG test) and the largest under 64 (a
-    wrong crop, flip or channel order moves the mean by tens of levels). The labels are equal.
+    Tolerance, in grey levels (the loader's default scale: pixel values minus the mean). JPEG fixes the
+    decoder's output only up to rounding: nvJPEG and libjpeg-turbo differ by a level or two everywhere (IDCT
+    arithmetic), and by much more at single pixels on hard colour edges, because they upsample the half-size
+    chroma planes differently (libjpeg-turbo's default "fancy" triangle filter; nvJPEG does not promise it). So
+    no bound on the largest difference: nvJPEG promises a decode, not libjpeg-turbo's pixels, and torchvision's
+    own nvJPEG test bounds only the mean. Bounded here: the mean absolute difference under 2 (torchvision's
+    bound), and its 99th percentile at most 24. Emulating the two chroma upsamplings (2x2 average, then
+    nearest against bilinear) on these synthetic 256 px images gave a mean of 0.93, a 99th percentile of 13
+    (99.9th: 33, largest: 59); 24 leaves room for the IDCT on top. A wrong crop, flip or channel order moves
+    the mean by tens of levels and the percentile far more. The labels are equal.
     """
     kw = dict(MODES[mode], seed=3)
     split, b = ("train", 3) if mode == "train" else ("val", 2)
@@ -217,8 +231,9 @@ def test_cuda_decoding_matches_the_cpu_up_to_decoder_rounding(jpg, mode):
             assert len(a) == len(g) == len(cpu) - start
             for (xa, ya), (xg, yg) in zip(a, g):
                 assert torch.equal(ya, yg) and xa.shape == xg.shape
-                diff = (xa - xg).abs()
-                assert diff.mean() < 2 and diff.max() <= 64, (float(diff.mean()), float(diff.max()))
+                diff = (xa - xg).abs().flatten()
+                p99 = float(diff.kthvalue(max(1, int(0.99 * diff.numel()))).values)
+                assert diff.mean() < 2 and p99 <= 24, (float(diff.mean()), p99, float(diff.max()))
         gpu.close()
 
 

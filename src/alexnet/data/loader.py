@@ -66,6 +66,7 @@ import dataclasses
 import os
 import queue
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -74,7 +75,7 @@ import torch
 
 from ..errors import UserError
 from .meta import is_small, read_meta
-from .shards import SPLITMIX_GAMMA, decode_jpegs, jpeg_decoder, splitmix64
+from .shards import SPLITMIX_GAMMA, decode_jpegs, device_decode_problem, jpeg_decoder, splitmix64
 from .stats import load_stats
 from .transforms import EvalTransform, TrainTransform, default_padding
 
@@ -94,14 +95,29 @@ def rank_order(n: int, train: bool, seed: int, epoch: int, rank: int, world_size
     return np.arange(start, start + base + (1 if rank < extra else 0))
 
 
-def _output(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty float32 batch; in a loader worker, in shared memory, so handing it over copies nothing
-    (as ``default_collate`` does for its batches)."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape)
+def _output(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, shared: bool = True) -> torch.Tensor:
+    """An empty batch; in a loader worker (and ``shared``), in shared memory, so handing it over copies
+    nothing (as ``default_collate`` does for its batches)."""
+    if not shared or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
     numel = int(np.prod(shape))
-    storage = torch.empty(0)._typed_storage()._new_shared(numel, device="cpu")
-    return torch.empty(0).new(storage).view(shape)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
+def unpack(payload) -> list[torch.Tensor]:
+    """The JPEGs of a packed batch ``(bytes, offsets)`` as 1-D uint8 views of its one buffer (no copies).
+
+    A batch's JPEGs cross from a worker to the main process as ONE uint8 tensor and the ``B + 1`` offsets
+    of its images in it: two shared-memory handles per batch instead of one per image (256 handles and 256
+    pinned copies per batch were about 10x slower to hand over, and ran a 512-image batch out of file
+    descriptors at ``ulimit -n 1024``). A list (already unpacked) passes through.
+    """
+    if isinstance(payload, (list, tuple)) and (len(payload) != 2 or not isinstance(payload[1], torch.Tensor)
+                                               or payload[1].dtype != torch.int64):
+        return list(payload)
+    data, offsets = payload
+    return list(data.split(offsets.diff().tolist()))
 
 
 def sample_uniforms(seed: int, epoch: int, ids, count: int) -> torch.Tensor:
@@ -119,15 +135,16 @@ DECODE_CHOICES = ("auto", "cpu", "cuda")  # the config's data.decode
 def decode_location(decode: str, device, data_format: str) -> str:
     """The loader's ``decode`` for the config's ``data.decode`` when training on ``device``.
 
-    ``"auto"``: ``"main"`` (nvJPEG and the augmentation on the GPU) when
-    training on CUDA from JPEG shards, else ``"workers"``; ``"cpu"``:
+    ``"auto"``: ``"probe"`` (nvJPEG and the augmentation on the GPU, if
+    decoding the first batch there works; else the workers, with one warning)
+    when training on CUDA from JPEG shards, else ``"workers"``; ``"cpu"``:
     ``"workers"``; ``"cuda"``: ``"main"``, and a one-line UserError unless
     training runs on CUDA (small raw images then have only their augmentation
     moved to the GPU).
     """
     device = torch.device(device)
     if decode == "auto":
-        return "main" if device.type == "cuda" and data_format == "jpg" else "workers"
+        return "probe" if device.type == "cuda" and data_format == "jpg" else "workers"
     if decode == "cpu":
         return "workers"
     if decode == "cuda":
@@ -137,6 +154,29 @@ def decode_location(decode: str, device, data_format: str) -> str:
             raise UserError(f"data.decode: cuda needs training on a CUDA device, not {device} (run.device)")
         return "main"
     raise UserError(f"data.decode must be one of {', '.join(DECODE_CHOICES)}, not {decode!r}")
+
+
+class LoaderFailed(UserError):
+    """The loader gave no batch within its timeout (a worker process hung) or a worker process died.
+
+    Not bad input, but the machine's to fix (a hung file system, a worker killed for memory): one line,
+    as a :class:`UserError`, instead of a run that waits forever or a traceback.
+    """
+
+
+def _loader_failure(e: RuntimeError) -> LoaderFailed | None:
+    """A DataLoader's own error for a hung or dead worker, as one clear line (None for other errors)."""
+    text = " ".join(str(e).split())
+    if "timed out" in text:
+        return LoaderFailed(f"a loader worker gave no batch in time ({text}): it hung; data.workers=0 runs the "
+                            f"loading in this process, where a hang can be inspected")
+    if "exited unexpectedly" in text or "worker" in text and "killed" in text:
+        return LoaderFailed(f"a loader worker process died ({text[:300]}); out of memory is the usual cause: "
+                            f"fewer data.workers or a smaller data.batch_size use less")
+    return None
+
+
+DEFAULT_TIMEOUT = 600.0  # s: the longest wait for one batch before a worker counts as hung
 
 
 class _Failed:
@@ -161,7 +201,7 @@ def _tensors(obj) -> Iterator[torch.Tensor]:
 
 
 def prefetch(batches: Iterable, finish: Callable, device: torch.device | None = None, depth: int = 2,
-             background: bool | None = None) -> Iterator:
+             background: bool | None = None, timeout: float | None = None) -> Iterator:
     """``finish(batch)`` for each of ``batches``, in order; on a CUDA ``device``, ``depth`` batches ahead.
 
     Without a CUDA device (and ``background`` not set) this is a plain
@@ -181,6 +221,13 @@ def prefetch(batches: Iterable, finish: Callable, device: torch.device | None = 
     ``background=True`` runs the thread on the CPU too (tests: order, errors,
     an early stop). An exception of ``finish`` or of ``batches`` is raised in
     the consumer; closing the generator (a ``break``) stops and joins the thread.
+
+    ``timeout`` (seconds, None: wait forever): the consumer waits at most
+    this long for a batch, then raises :class:`LoaderFailed` (a hung worker
+    process or decode, instead of a training run that waits forever); the
+    thread is joined at most this long at shutdown, and one that is still
+    stuck (in a worker's batch it cannot abandon) is left behind as a daemon,
+    with :class:`LoaderFailed` raised unless another error is on its way.
     """
     cuda = device is not None and torch.device(device).type == "cuda"
     if not (cuda if background is None else background):
@@ -222,12 +269,21 @@ def prefetch(batches: Iterable, finish: Callable, device: torch.device | None = 
 
     thread = threading.Thread(target=work, name="alexnet-prefetch", daemon=True)
     thread.start()
+    failed = False
     try:
         while True:
-            entry = ready.get()
+            try:
+                entry = ready.get(timeout=timeout)
+            except queue.Empty:
+                failed = True
+                stop.set()
+                raise LoaderFailed(f"no batch from the loader for {timeout:g} s: a loader worker hung (or the "
+                                    f"decode did); data.workers=0 runs the loading in this process, where a "
+                                    f"hang can be inspected") from None
             if entry is _END:
                 return
             if isinstance(entry, _Failed):
+                failed = True
                 raise entry.error
             out, event = entry
             if cuda:
@@ -237,17 +293,26 @@ def prefetch(batches: Iterable, finish: Callable, device: torch.device | None = 
                     if t.device.type == "cuda":
                         t.record_stream(current)
             yield out
+    except BaseException:
+        failed = True
+        raise
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout)
+        if thread.is_alive() and not failed:
+            raise LoaderFailed(f"the loader's prefetch thread did not stop within {timeout:g} s "
+                                f"(it waits on a batch that never came: a hung loader worker)")
 
 
 class _Batches(torch.utils.data.Dataset):
     """Batch k of an epoch, by key ``(epoch, k)``: read (and, unless ``bytes_only``, finished) in a worker.
 
     Item: ``(images, labels)``; with ``bytes_only`` (decoding in the main
-    process) ``(payload, labels, params)``: the compressed bytes or raw uint8
-    pixels of :meth:`read` and the draws of :meth:`params`, for :meth:`finish`.
+    process) ``(payload, labels, uniforms)``: the packed compressed bytes (see
+    :func:`unpack`) or raw uint8 pixels of :meth:`read`, and the uniforms the
+    batch's draws come from (:meth:`draws` turns them into crops, flips and
+    lighting in the main process), for :meth:`finish`: a handful of tensors
+    per batch, whatever its size.
     """
 
     def __init__(self, root: Path, meta: dict, split: str, index: np.ndarray, transform, train: bool,
@@ -287,9 +352,10 @@ class _Batches(torch.utils.data.Dataset):
                             f"prepare {self.root} again")
         return data
 
-    def read(self, ids: np.ndarray):
-        """``(payload, labels)``: a list of JPEG byte tensors, or a ``B x C x H x W`` uint8 batch.
+    def read(self, ids: np.ndarray, shared: bool = False):
+        """``(payload, labels)``: the packed JPEG bytes ``(bytes, offsets)``, or a ``B x C x H x W`` uint8 batch.
 
+        ``shared``: in a worker, the payload is written straight into shared memory (it is handed over).
         Every label is checked here, on the CPU, so one out of range is a clear error, never an
         index error in the loss or a device-side assert (the folder's labels were checked when it
         was opened; this guards an index changed since)."""
@@ -300,26 +366,41 @@ class _Batches(torch.utils.data.Dataset):
             raise UserError(f"{self.root / (self.split + '.index.npy')}: label {bad} outside 0..{self.n_classes - 1}")
         labels = torch.from_numpy(labels.astype(np.int64))
         if self.format == "jpg":
-            data = [torch.from_numpy(np.array(self._slice(int(s), o, n))) for s, o, n in rows[:, :3].tolist()]
-            return data, labels
-        out = np.empty((len(rows), self.size * self.size * self.channels), np.uint8)
-        for j, (s, o, n) in enumerate(rows[:, :3].tolist()):
-            out[j] = self._slice(s, o, n)
-        images = torch.from_numpy(out).view(len(rows), self.size, self.size, self.channels).permute(0, 3, 1, 2)
-        return images.contiguous(), labels
+            sizes = rows[:, 2]
+            offsets = np.zeros(len(rows) + 1, np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            data = _output((int(offsets[-1]),), torch.uint8, shared)  # shared: handed over as is
+            buf = data.numpy()
+            for (s, o, n), start in zip(rows[:, :3].tolist(), offsets[:-1].tolist()):
+                buf[start:start + n] = self._slice(s, o, n)
+            return (data, torch.from_numpy(offsets)), labels
+        out = _output((len(rows), self.channels, self.size, self.size), torch.uint8, shared)
+        hwc = out.numpy().reshape(len(rows), self.channels, self.size * self.size)
+        for j, (s, o, n) in enumerate(rows[:, :3].tolist()):  # stored H x W x C, handed over C x H x W
+            hwc[j] = self._slice(s, o, n).reshape(self.size * self.size, self.channels).T
+        return out, labels
+
+    def uniforms(self, epoch: int, ids: np.ndarray) -> torch.Tensor | None:
+        """The uniforms of these samples' training draws: a function of (seed, epoch, sample id) only."""
+        if not self.train:
+            return None
+        return sample_uniforms(self.seed, epoch, ids, self.transform.uniforms_needed(self.channels))
+
+    def draws(self, uniforms: torch.Tensor | None):
+        """The crops, flips and lighting of a batch from its :meth:`uniforms` (None for evaluation)."""
+        if uniforms is None:
+            return None
+        return self.transform.sample(len(uniforms), self.size, self.size, uniforms=uniforms)
 
     def params(self, epoch: int, ids: np.ndarray):
         """The training draws of these samples: a function of (seed, epoch, sample id) only."""
-        if not self.train:
-            return None
-        u = sample_uniforms(self.seed, epoch, ids, self.transform.uniforms_needed(self.channels))
-        return self.transform.sample(len(ids), self.size, self.size, uniforms=u)
+        return self.draws(self.uniforms(epoch, ids))
 
     def finish(self, payload, params, device: torch.device | None = None, out: torch.Tensor | None = None):
         """The float batch of a :meth:`read` payload: decoded, cut, flipped, lit and centred on ``device``
         (None: the CPU), with the draws ``params``; into ``out`` if given. The one pipeline of both places."""
         if self.format == "jpg":
-            images = decode_jpegs(payload, self.channels, device)  # a list: the training crop is cut from each
+            images = decode_jpegs(unpack(payload), self.channels, device)  # a list: the training crop is cut from each
             if not self.train:
                 images = torch.stack(images)
         else:
@@ -331,10 +412,10 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, k = key
         ids = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
-        payload, labels = self.read(ids)
-        params = self.params(epoch, ids)
+        payload, labels = self.read(ids, shared=self.bytes_only)
         if self.bytes_only:
-            return payload, labels, params
+            return payload, labels, self.uniforms(epoch, ids)
+        params = self.params(epoch, ids)
         s = self.transform.crop.size if self.train else self.transform.size
         b, c = len(ids), self.channels
         shape = (b, c, s, s) if self.train or self.transform.tta == "center" else (b, 10, c, s, s)
@@ -390,6 +471,7 @@ class LoaderSpec:
     normalize: dict | None = None
     scale: float = 255.0
     decode: str | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
 
 
 class ShardLoader:
@@ -399,7 +481,8 @@ class ShardLoader:
     def __init__(self, prepared_dir, spec: LoaderSpec):
         self.spec = spec
         (split, batch_size, train, tta, input_size, seed, epoch, rank, world_size, num_workers, mean, lighting,
-         drop_last, start_batch, device, normalize, scale, decode) = (getattr(spec, f.name) for f in dataclasses.fields(spec))
+         drop_last, start_batch, device, normalize, scale, decode, timeout) = (getattr(spec, f.name)
+                                                                                for f in dataclasses.fields(spec))
         root = Path(prepared_dir)
         self.meta = meta = read_meta(root)
         if split not in meta.get("splits", {}):
@@ -429,8 +512,12 @@ class ShardLoader:
                 device = torch.device("cuda", torch.cuda.current_device())
         if decode is None:
             decode = "workers" if device is None else "main"
-        if decode not in ("workers", "main"):
-            raise UserError(f"decode must be 'workers' or 'main', not {decode!r}")
+        if decode not in ("workers", "main", "probe"):
+            raise UserError(f"decode must be 'workers', 'main' or 'probe', not {decode!r}")
+        if decode == "probe" and meta["format"] != "jpg":
+            decode = "workers" if device is None else "main"  # nothing to decode: raw pixels go where they went
+        if timeout is not None and not timeout > 0:
+            raise UserError(f"timeout must be positive (seconds) or None, not {timeout}")
         size = int(meta["size"])
         if input_size is None:
             input_size = size if is_small(size) else min(224, size)
@@ -451,10 +538,11 @@ class ShardLoader:
         self.drop_last = train if drop_last is None else bool(drop_last)
         self.classes, self.class_names = list(meta["classes"]), list(meta.get("class_names", meta["classes"]))
         self.device, self.decode = device, decode
+        self.timeout = None if timeout is None else float(timeout)
         self.num_workers = int(num_workers)
         self.transform = transform
         self._batches = _Batches(root, meta, split, index, transform, train, self.batch_size, self.seed,
-                                 self.rank, self.world_size, bytes_only=decode == "main")
+                                 self.rank, self.world_size, bytes_only=decode != "workers")
         # prefetch in a thread on a side stream: on CUDA (tests set it to run that code on the CPU)
         self._background = device is not None and device.type == "cuda"
         self._rank_samples = len(rank_order(len(index), train, self.seed, 0, self.rank, self.world_size, self.batch_size))
@@ -493,11 +581,64 @@ class ShardLoader:
         return order[: self.num_samples]
 
     # ------------------------------------------------------------ iteration
+    @property
+    def decoder(self) -> str:
+        """What decodes this loader's JPEGs, and where (after the probe of ``decode="probe"``, once iterated)."""
+        if self.meta["format"] != "jpg":
+            return "none (raw pixels)"
+        name = jpeg_decoder().name
+        if self.decode == "workers":
+            return f"{name} on the CPU, in {self.num_workers or 'no'} worker processes"
+        if self.decode == "probe":
+            return f"{name}: not probed yet"
+        where = self.device if self.device is not None else "the CPU"
+        gpu = "nvJPEG, " if self.device is not None and self.device.type == "cuda" and name == "torchvision" else ""
+        return f"{gpu}{name} on {where}, in this process"
+
+    def _settle_decode(self) -> None:
+        """Before the first batch: ``decode="main"`` must decode on its device (a one-line UserError if not);
+        ``"probe"`` decodes the first batch there and falls back to the workers with one warning if it fails."""
+        if self.meta["format"] != "jpg" or self.decode == "workers":
+            return
+        problem = device_decode_problem(self.device if self.device is not None else "cpu")
+        if self.decode == "main":
+            if problem is not None:
+                raise UserError(f"data.decode: cuda: JPEG decoding on {self.device} fails here ({problem}); "
+                                f"data.decode=cpu decodes in the loader processes")
+            return
+        key = str(self.device)
+        if key not in _PROBED:
+            if problem is None:
+                try:
+                    ids = self._batches.order(self.epoch)[self.start_batch * self.batch_size:][:self.batch_size]
+                    payload, _ = self._batches.read(ids)
+                    images = decode_jpegs(unpack(payload), self._batches.channels, self.device)
+                    if len(images) != len(ids) or any(x.dtype != torch.uint8 or x.shape[0] != self._batches.channels
+                                                      for x in images):
+                        problem = "wrong output on the first batch"
+                    del images
+                except Exception as e:  # no nvJPEG after all, a JPEG it cannot decode, a driver error
+                    problem = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            _PROBED[key] = problem
+            if problem is not None:
+                warnings.warn(f"alexnet: JPEG decoding on {self.device} failed on the first batch ({problem}); "
+                              f"decoding on the CPU in the loader processes instead (data.decode=cpu says so "
+                              f"without the probe)", RuntimeWarning, stacklevel=3)
+        self.decode = "workers" if _PROBED[key] is not None else "main"
+        self._batches.bytes_only = self.decode == "main"
+
     def _dataloader(self):
         if self._loader is None:
+            self._settle_decode()
+            cuda = self.device is not None and self.device.type == "cuda"
             self._loader = torch.utils.data.DataLoader(
                 self._batches, batch_size=None, sampler=_Keys(self._position), num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0, pin_memory=self.device is not None and self.device.type == "cuda",
+                persistent_workers=self.num_workers > 0,
+                # bytes for the decoder are not pinned (nvJPEG reads them from host memory itself): _finish pins
+                # the small tensors of such batches; finished float batches are pinned by the DataLoader
+                pin_memory=cuda and self.decode == "workers",
+                # no DataLoader timeout: with one it notices a dead worker only when the timeout ends, without one
+                # within 5 s; a hung worker is caught by prefetch's timeout (the GPU feeding thread)
                 prefetch_factor=2 if self.num_workers > 0 else None,
                 # its own generator: starting an iteration must not draw from the global RNG (a resumed run
                 # restores that RNG for dropout; the batches' randomness is ours, see sample_uniforms)
@@ -511,16 +652,36 @@ class ShardLoader:
             it._shutdown_workers()
         self._loader = None
 
+    def _abandon(self) -> None:
+        """After a hung or dead worker: stop the workers, and close the queue their batches came through, so
+        that a prefetch thread still waiting on it gets an error and ends (the DataLoader closes that queue
+        itself only when it pins memory)."""
+        it = getattr(self._loader, "_iterator", None)
+        self.close()
+        queue_ = getattr(it, "_worker_result_queue", None)
+        if queue_ is not None:
+            queue_.close()
+
     def __iter__(self):
         batches = iter(self._dataloader())  # here, not in a thread: it reads the epoch and start batch now
-        if self.device is None and self.decode == "workers" and not self._background:
-            return batches
-        return prefetch(batches, self._finish, self.device, background=self._background)
+        if not (self.device is None and self.decode == "workers" and not self._background):
+            batches = prefetch(batches, self._finish, self.device, background=self._background, timeout=self.timeout)
+        return _clear_failures(batches, self._abandon)
 
     def _finish(self, item):
-        """A batch as the DataLoader hands it over -> ``(images, labels)`` on ``self.device`` (None: the CPU)."""
+        """A batch as the DataLoader hands it over -> ``(images, labels)`` on ``self.device`` (None: the CPU).
+
+        On CUDA the small per-batch tensors (labels, crop positions, flips, lighting coefficients, raw pixels)
+        are pinned here and copied ``non_blocking``: a copy from pageable memory would wait for the stream."""
+        cuda = self.device is not None and self.device.type == "cuda"
         if self.decode == "main":
-            payload, labels, params = item
+            payload, labels, uniforms = item
+            params = self._batches.draws(uniforms)
+            if cuda:
+                params = _pinned(params)
+                if isinstance(payload, torch.Tensor):  # raw pixels (JPEG bytes stay as they are, see unpack)
+                    payload = payload.pin_memory()
+                labels = labels.pin_memory()
             images = self._batches.finish(payload, params, self.device)
         else:
             images, labels = item
@@ -535,11 +696,41 @@ class ShardLoader:
                 f"input_size={self.input_size}, rank={self.rank}/{self.world_size}, epoch={self.epoch})")
 
 
+_PROBED: dict[str, str | None] = {}  # device -> why decoding there failed (None: it works), per process
+
+
+def _pinned(params):
+    """A batch's draws (:meth:`_Batches.draws`) in pinned memory, for ``non_blocking`` copies."""
+    if params is None:
+        return None
+    patch = params["patch"]
+    patch = dataclasses.replace(patch, top=patch.top.pin_memory(), left=patch.left.pin_memory(),
+                                flip=None if patch.flip is None else patch.flip.pin_memory())
+    alpha = params["alpha"]
+    return {**params, "patch": patch, "alpha": None if alpha is None else alpha.pin_memory()}
+
+
+def _clear_failures(batches: Iterator, on_failure: Callable[[], None]) -> Iterator:
+    """``batches``, with the DataLoader's errors for a hung or dead worker as :class:`LoaderFailed`;
+    ``on_failure()`` (shutting the workers down) runs first."""
+    try:
+        yield from batches
+    except LoaderFailed:
+        on_failure()
+        raise
+    except RuntimeError as e:
+        failure = _loader_failure(e)
+        if failure is None:
+            raise
+        on_failure()
+        raise failure from None
+
+
 def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, train: bool = True, tta: str = "center",
                 input_size: int | None = None, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                 num_workers: int = 2, mean: str = "image", lighting: float = 0.1, drop_last: bool | None = None,
                 start_batch: int = 0, device=None, normalize: dict | None = None, scale: float = 255.0,
-                decode: str | None = None) -> ShardLoader:
+                decode: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> ShardLoader:
     """Batches ``(images float32 B x C x H x W, labels int64 B)`` of ``split`` of a prepared folder.
 
     ``train``: random crop + flip + PCA lighting (std ``lighting``, 0 for
@@ -555,10 +746,12 @@ def make_loader(prepared_dir: str | os.PathLike, split: str, batch_size: int, tr
     arrive (None or ``"cpu"``: the CPU; ``"cuda"``: prefetched there on a side
     stream); ``decode``: ``"workers"`` (the worker processes decode and
     augment) or ``"main"`` (they only read bytes; this process decodes and
-    augments on ``device``); default ``"main"`` with a GPU ``device``, else
-    ``"workers"``.
+    augments on ``device``) or ``"probe"`` (``"main"`` if decoding the first
+    batch on ``device`` works, else ``"workers"`` with one warning); default
+    ``"main"`` with a GPU ``device``, else ``"workers"``. ``timeout``: seconds
+    to wait for one batch before a worker counts as hung (:class:`LoaderFailed`).
     See the module docstring for order, ranks, determinism and where decoding runs.
     """
     return ShardLoader(prepared_dir, LoaderSpec(split, batch_size, train, tta, input_size, seed, epoch, rank, world_size,
                                                 num_workers, mean, lighting, drop_last, start_batch, device, normalize,
-                                                scale, decode))
+                                                scale, decode, timeout))

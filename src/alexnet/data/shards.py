@@ -258,23 +258,55 @@ def _probe_jpeg() -> bytes:
     return buf.getvalue()
 
 
-def select_decoder(candidates=None) -> Decoder:
-    """The first of ``candidates`` (default :data:`DECODERS`) that imports and decodes a probe JPEG
-    to the right shape. A decoder that is missing, fails to import or fails the probe is passed over."""
+def _probe_ok(decoder: Decoder, device=None) -> bool:
     import torch
 
     probe = torch.frombuffer(bytearray(_probe_jpeg()), dtype=torch.uint8)
+    out = decoder.decode([probe], 3, device)
+    return (len(out) == 1 and tuple(out[0].shape) == (3, 8, 8) and out[0].dtype == torch.uint8
+            and (device is None or out[0].device.type == torch.device(device).type))
+
+
+def _reason(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
+
+
+def select_decoder(candidates=None, device=None) -> Decoder:
+    """The first of ``candidates`` (default :data:`DECODERS`) that imports and decodes a probe JPEG
+    to the right shape, on ``device`` (None: the CPU). A decoder that is missing, fails to import or fails
+    the probe is passed over."""
     failures = []
     for make in candidates or DECODERS:
         try:
             decoder = make()
-            out = decoder.decode([probe], 3)
-            if len(out) == 1 and tuple(out[0].shape) == (3, 8, 8) and out[0].dtype == torch.uint8:
+            if _probe_ok(decoder, device):
                 return decoder
             failures.append(f"{decoder.name}: wrong output")
         except Exception as e:  # ImportError, a missing native extension (RuntimeError), an API change (TypeError)
-            failures.append(f"{make.__name__.strip('_').replace('_decoder', '')}: {type(e).__name__}: {e}")
-    raise RuntimeError("no JPEG decoder works here: " + "; ".join(failures))
+            failures.append(f"{make.__name__.strip('_').replace('_decoder', '')}: {_reason(e)}")
+    where = "" if device is None else f" on {device}"
+    raise RuntimeError(f"no JPEG decoder works here{where}: " + "; ".join(failures))
+
+
+_DEVICE_PROBES: dict[str, str | None] = {}
+
+
+def device_decode_problem(device) -> str | None:
+    """Why this process's decoder (:func:`jpeg_decoder`) cannot decode on ``device``, or None when it can.
+
+    The check of the device that will decode: a torchvision built without nvJPEG passes the CPU probe of
+    :func:`select_decoder` and fails only here. Probed once per device and process.
+    """
+    import torch
+
+    key = str(torch.device(device))
+    if key not in _DEVICE_PROBES:
+        try:
+            decoder = jpeg_decoder()
+            _DEVICE_PROBES[key] = None if _probe_ok(decoder, device) else f"{decoder.name}: wrong output on {key}"
+        except Exception as e:  # no nvJPEG in this build, a driver error, no decoder at all
+            _DEVICE_PROBES[key] = _reason(e)
+    return _DEVICE_PROBES[key]
 
 
 def jpeg_decoder() -> Decoder:
@@ -286,7 +318,28 @@ def jpeg_decoder() -> Decoder:
 
 
 def decode_jpegs(data: list, channels: int = 3, device=None) -> list:
-    """Decode JPEG byte tensors (1-D uint8, on the CPU): ``C x H x W`` uint8 each, on ``device`` if given."""
+    """Decode JPEG byte tensors (1-D uint8, on the CPU): ``C x H x W`` uint8 each, on ``device`` if given.
+
+    On a CUDA ``device`` the outputs are ready for work queued on the current stream after this returns.
+    Before decoding, the host waits for the current stream to finish what it has queued. Why: torchvision's
+    CUDA ``decode_jpeg`` allocates its outputs with the caching allocator on the caller's current stream but
+    writes them on a private stream that does not wait for the caller's (it synchronises only its own
+    stream before starting, and makes the caller's stream wait for it at the end). The allocator hands out
+    a block freed on the current stream at once, because work on that stream runs in order; a block freed
+    while kernels queued on the stream still read it (the decoded images of the previous batch, freed right
+    after its crop and centring were queued) can therefore become this decode's output and be overwritten
+    before those kernels ran: silent corruption of the previous batch. Once the current stream is idle no
+    queued kernel reads a free block, and memory the consumer still uses is protected by ``record_stream``
+    (the allocator then waits on an event before reuse). The wait costs the prefetch thread the time of
+    one batch's augmentation (a few ms on a GPU), not the training stream. TorchCodec's decoder gets the same
+    wait: its stream handling is not ours to rely on.
+    """
+    if device is not None:
+        import torch
+
+        device = torch.device(device)
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
     return jpeg_decoder().decode(data, channels, device)
 
 

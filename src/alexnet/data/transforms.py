@@ -64,6 +64,19 @@ def _tensor(x, dtype=torch.float32) -> torch.Tensor:
     return x.to(dtype) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=dtype)
 
 
+def _on(owner, name: str, tensor: torch.Tensor, device) -> torch.Tensor:
+    """``tensor``, a constant of ``owner`` (the mean image, the eigenvectors), on ``device``: copied there
+    once and kept, not copied again from pageable memory (a copy that waits for the stream) for every batch."""
+    device = torch.device(device)
+    if device.type == "cpu" or tensor.device == device:
+        return tensor
+    cache = owner.__dict__.setdefault("_device_copies", {})
+    key = (name, str(device))
+    if key not in cache:
+        cache[key] = tensor.to(device)
+    return cache[key]
+
+
 def pad_reflect(images: torch.Tensor, padding: int) -> torch.Tensor:
     """Reflect-pad the last two dimensions (edge pixel not repeated, as numpy's ``reflect``)."""
     if padding == 0:
@@ -110,8 +123,9 @@ class Patch:
             out = x[..., top[0]:top[0] + s, left[0]:left[0] + s]
             out = out.expand(b, *out.shape) if shared else out
         elif method == "gather":
-            rows = (self.top.to(x.device)[:, None] + torch.arange(s, device=x.device))
-            cols = (self.left.to(x.device)[:, None] + torch.arange(s, device=x.device))
+            # non_blocking: the loader pins these on CUDA (pageable ones are copied as before)
+            rows = (self.top.to(x.device, non_blocking=True)[:, None] + torch.arange(s, device=x.device))
+            cols = (self.left.to(x.device, non_blocking=True)[:, None] + torch.arange(s, device=x.device))
             xb = x.expand(b, *x.shape) if shared else x
             c = xb.shape[1]
             out = xb.gather(2, rows[:, None, :, None].expand(b, c, s, xb.shape[3]))
@@ -122,7 +136,7 @@ class Patch:
                 src = x if shared else x[i]
                 out[i] = src[:, top[i]:top[i] + s, left[i]:left[i] + s]
         if self.flip is not None:
-            out = torch.where(self.flip.to(out.device)[:, None, None, None], out.flip(-1), out)
+            out = torch.where(self.flip.to(out.device, non_blocking=True)[:, None, None, None], out.flip(-1), out)
         return out.contiguous()
 
 
@@ -257,8 +271,9 @@ class PCALighting:
         return (radius * torch.cos(2 * torch.pi * u[:, c:2 * c])).float() * self.std
 
     def offsets(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The colour added to each image, ``B x C``: ``eigvec @ (alpha * sqrt(eigval))``."""
-        return (alpha * self.eigval.clamp_min(0).sqrt()) @ self.eigvec.T
+        """The colour added to each image, ``B x C``: ``eigvec @ (alpha * sqrt(eigval))``, on alpha's device."""
+        eigval, eigvec = (_on(self, n, t, alpha.device) for n, t in (("eigval", self.eigval), ("eigvec", self.eigvec)))
+        return (alpha * eigval.clamp_min(0).sqrt()) @ eigvec.T
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
                  alpha: torch.Tensor | None = None) -> torch.Tensor:
@@ -280,8 +295,12 @@ class SubtractMean:
     def is_image(self) -> bool:
         return self.mean.dim() == 3
 
+    def on(self, device) -> torch.Tensor:
+        """The mean on ``device`` (copied there once)."""
+        return _on(self, "mean", self.mean, device)
+
     def __call__(self, images: torch.Tensor, patch: Patch | None = None) -> torch.Tensor:
-        m = self.mean.to(images.device)
+        m = self.on(images.device)
         if not self.is_image:
             return images - m[:, None, None]
         if patch is None:
@@ -302,7 +321,7 @@ class Normalize:
         self.mean, self.std = _tensor(mean), _tensor(std)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        m, s = self.mean.to(images.device), self.std.to(images.device)
+        m, s = _on(self, "mean", self.mean, images.device), _on(self, "std", self.std, images.device)
         return (images - m[:, None, None]) / s[:, None, None]
 
     def __repr__(self) -> str:
@@ -338,7 +357,7 @@ class _Centering:
         """The composition of the small transforms (slow, obviously right)."""
         x = crops_u8.float()
         if offsets is not None:
-            x = x + offsets.to(x.device)[:, :, None, None]
+            x = x + offsets.to(x.device, non_blocking=True)[:, :, None, None]
         if self.normalize is not None:
             return self.normalize(x / 255)
         return self.subtract(x * self.factor, patch)
@@ -346,18 +365,18 @@ class _Centering:
     def affine(self, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``y = x * scale - shift`` per channel, before the mean image and lighting."""
         if self.normalize is not None:
-            s = self.normalize.std.to(device)
-            return (1 / (255 * s)), self.normalize.mean.to(device) / s
+            s = _on(self.normalize, "std", self.normalize.std, device)
+            return (1 / (255 * s)), _on(self.normalize, "mean", self.normalize.mean, device) / s
         factor = torch.full((channels,), self.factor, device=device)
         if self.subtract.is_image:
             return factor, torch.zeros(channels, device=device)
-        return factor, self.subtract.mean.to(device)
+        return factor, self.subtract.on(device)
 
     def lighting_scale(self, device) -> torch.Tensor:
         """Input units per grey level of a lighting offset, per channel."""
         if self.normalize is not None:
-            return 1 / (255 * self.normalize.std.to(device))
-        return torch.tensor(self.factor, device=device)
+            return 1 / (255 * _on(self.normalize, "std", self.normalize.std, device))
+        return _on(self, "factor", torch.tensor(self.factor), device)
 
 
 class TrainTransform:
@@ -406,7 +425,11 @@ class TrainTransform:
         if isinstance(images, (list, tuple)) and images[0].device.type != "cpu":
             images = torch.stack(list(images))
         if isinstance(images, torch.Tensor) and images.device.type != "cpu":
-            y = self.reference(images, params)
+            alpha = params["alpha"]  # to the device first: the offsets are computed there, with its eigenvectors
+            if alpha is not None:
+                alpha = alpha.to(images.device, non_blocking=True)
+            offsets = self.lighting.offsets(alpha) if alpha is not None else None
+            y = self.centering.reference(params["patch"].apply(images), params["patch"], offsets)
             return y if out is None else out.copy_(y)
         return _fused(images, params["patch"], self.offsets(params), self.centering, out)
 
@@ -469,8 +492,8 @@ def _fused(images: torch.Tensor, patch: Patch, offsets: torch.Tensor | None, cen
     scale, shift = centering.affine(c, dev)
     shift = shift.expand(b, c).clone()
     if offsets is not None:
-        shift -= offsets.to(dev) * centering.lighting_scale(dev)
-    mean_image = centering.subtract.mean.to(dev) if centering.subtract is not None and centering.subtract.is_image else None
+        shift -= offsets.to(dev, non_blocking=True) * centering.lighting_scale(dev)
+    mean_image = centering.subtract.on(dev) if centering.subtract is not None and centering.subtract.is_image else None
     s = patch.size
     if out is None:
         out = torch.empty((b, c, s, s), dtype=torch.float32, device=dev)

@@ -15,12 +15,18 @@ from ..fileio import open_nofollow
 from ..strict_json import dumps
 
 
-def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
-    """How many rows have their label among the top-k scores, for each k."""
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    """How many rows have their label among the top-k scores, for each k: 0-dim tensors on the scores'
+    device (no host sync)."""
     kmax = min(max(ks), scores.shape[1])
     top = scores.topk(kmax, dim=1).indices
     hit = top.eq(labels.view(-1, 1))
-    return [int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+    return [hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """How many rows have their label among the top-k scores, for each k."""
+    return [int(c) for c in topk_hits(scores, labels, ks)]
 
 
 def summary(count: int, correct1: int, correct5: int) -> dict:

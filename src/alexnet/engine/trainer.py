@@ -271,7 +271,7 @@ class Trainer:
             print(f"alexnet train: warning: {warning}", file=sys.stderr, flush=True)
         scaler = torch.amp.GradScaler(self.dist.device.type, enabled=precision == "fp16")
         return TrainState(model, optimizer, scaler, self.dist.device, precision, o.accumulate, run.channels_last,
-                          schedule=schedule, label_smoothing=o.label_smoothing)
+                          schedule=schedule, label_smoothing=o.label_smoothing, read_every=run.log_every)
 
     def _wrap_model(self) -> None:
         """DDP over the processes of a torchrun launch, then ``torch.compile`` when asked."""
@@ -358,11 +358,14 @@ class Trainer:
     # ------------------------------------------------------------------- run
     def _on_step(self, state: TrainState, loss: float, ips: float) -> None:
         run = self.cfg.run
-        # the loop already brought the loss to the host: counting costs no sync. With fp16 the GradScaler
-        # skips a step whose gradients overflowed; only a loss that is itself NaN or infinite counts here.
-        self._nonfinite = 0 if math.isfinite(loss) else self._nonfinite + 1
-        if self._nonfinite >= run.max_nonfinite_steps:
-            self._diverged(f"the training loss was not finite for {self._nonfinite} steps in a row")
+        # The loop reads the device's sums every run.log_every steps and at the epoch's end (loss is None at the
+        # other steps): the longest run of non-finite losses since the last read is counted then, at no extra
+        # sync. With fp16 the GradScaler skips a step whose gradients overflowed; only a loss that is itself NaN
+        # or infinite counts here.
+        if loss is not None:
+            self._nonfinite = state.nonfinite_steps
+            if self._nonfinite >= run.max_nonfinite_steps:
+                self._diverged(f"the training loss was not finite for {self._nonfinite} steps in a row")
         lr = self.schedule.lr
         if state.step % run.log_every == 0:
             # training error over the steps since the last line (the epoch's, when it began since)
