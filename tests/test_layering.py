@@ -26,7 +26,7 @@ LAYERS = [
     {"engine"},
     {"interop", "features"},
     {"viz"},
-    {"ablation", "demo"},
+    {"ablation", "demo", "serve"},
     {"cli"},
 ]
 
