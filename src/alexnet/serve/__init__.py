@@ -14,16 +14,19 @@ without the extra; :func:`require_serve` says in one line what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import sys
+import threading
+import time
 
 from ..errors import UserError
 
 EXTRA = "pip install 'alexnet[serve]'"
 NEEDS = {"starlette": "starlette", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
 
-__all__ = ["EXTRA", "bind", "require_serve", "run_server"]
+__all__ = ["EXTRA", "bind", "in_thread", "require_serve", "run_server", "server"]
 
 
 def require_serve() -> None:
@@ -77,3 +80,27 @@ def run_server(service, host: str = "127.0.0.1", port: int = 8000, *, access_log
           f"Ctrl-C stops", file=out, flush=True)
     srv.run(sockets=[sock])
     return 0
+
+
+@contextlib.contextmanager
+def in_thread(service, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 30.0):
+    """Serve ``service`` from a thread of this process for the length of a ``with`` block; yields the
+    base URL (``http://127.0.0.1:PORT``). For tests, notebooks and benchmarks."""
+    sock = bind(host, port)
+    srv = server(service, sock, access_log=False, log_level="warning")
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="alexnet-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not srv.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            srv.should_exit = True
+            sock.close()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    h, p = sock.getsockname()[:2]
+    try:
+        yield f"http://{h}:{p}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout)
+        sock.close()
