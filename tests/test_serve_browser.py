@@ -9,7 +9,7 @@ the first is in flight wins. On the CPU.
 Run as a script it takes the README's screenshot of the page after an upload::
 
     python tests/test_serve_browser.py --ckpt alexnet-demo/run/best.ckpt --data alexnet-demo/prepared \\
-        --image alexnet-demo/data/val/star/star_00003.jpg --out docs/figures/serve.png
+        --image alexnet-demo/synth/val/star/star_00003.jpg --out docs/figures/serve.png
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="prepared data folder for the neighbour panel")
     p.add_argument("--image", required=True)
     p.add_argument("--out", default="docs/figures/serve.png")
-    p.add_argument("--height", type=int, default=1000)
+    p.add_argument("--height", type=int, default=1060, help="window height (the page after an upload fits 1060)")
     args = p.parse_args(argv)
     why = _missing()
     if why:
