@@ -27,7 +27,7 @@ LAYERS = [
     {"engine"},
     {"interop", "features"},
     {"viz"},
-    {"ablation", "demo"},
+    {"ablation", "demo", "serve"},
     {"cli"},
 ]
 

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import UserError, one_line
 
 # Subcommand modules, in the order ``alexnet --help`` lists them.
-COMMANDS = ["demo", "info", "data", "prepare", "train", "eval", "convert", "export", "features", "neighbors", "predict", "viz", "report", "ablate"]
+COMMANDS = ["demo", "info", "data", "prepare", "train", "eval", "convert", "export", "features", "neighbors", "predict", "serve", "viz", "report", "ablate"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -41,8 +41,8 @@ from .distributed import resolve_device
 TTA_VIEWS = {"center": 1, "10crop": 10}  # test-time views per image: the centre patch, or the paper's ten patches
 TTA = tuple(TTA_VIEWS)
 
-__all__ = ["TTA", "TTA_VIEWS", "Checkpoint", "average_views", "checkpoint_stats", "class_names", "eval_transform",
-           "load_image"]
+__all__ = ["TTA", "TTA_VIEWS", "Checkpoint", "ImageBytes", "average_views", "checkpoint_stats", "class_names",
+           "eval_transform", "load_image"]
 
 
 def average_views(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -88,24 +88,38 @@ def checkpoint_stats(ckpt: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_image(path: str | os.PathLike, spec: dict[str, Any], stats: dict[str, Any], tta: str) -> torch.Tensor:
-    from ..data.images import BadImage, check_damage
+class ImageBytes:
+    """The bytes of an image file (an upload), read as :mod:`alexnet.data.images` reads a tar member."""
+
+    def __init__(self, data: bytes):
+        self.data, self.size = bytes(data), len(data)
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def _read_image(path: str | os.PathLike | bytes, spec: dict[str, Any], stats: dict[str, Any], tta: str) -> torch.Tensor:
+    from ..data.images import BadImage, check_damage, open_image
 
     if tta not in TTA_VIEWS:
         raise UserError(f"--tta must be {' or '.join(TTA)}, not {tta!r}")
-    path = require_file(path, "image")
+    if isinstance(path, (bytes, bytearray, memoryview)):  # a file's bytes (an upload): the same checks and steps
+        source, what = ImageBytes(path), "the image"
+    else:
+        source = path = require_file(path, "image")
+        what = f"image {path}"
     try:
-        check_damage(path)  # the policy of prepare: a file the decoder calls corrupt is refused, not guessed at
+        check_damage(source)  # the policy of prepare: a file the decoder calls corrupt is refused, not guessed at
         with warnings.catch_warnings():  # Pillow's notes on odd files: the error line says what is wrong
             warnings.simplefilter("ignore")
-            x = preprocess_image(path, spec, stats, tta=tta)
+            x = preprocess_image(source if source is path else open_image(source), spec, stats, tta=tta)
     except BadImage as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+        raise UserError(f"cannot read {what}: {e}") from None
     except UserError:
         raise
     except Exception as e:  # PIL: UnidentifiedImageError, truncated file, ...
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise UserError(f"cannot read image {path}: {msg}") from None
+        raise UserError(f"cannot read {what}: {msg}") from None
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
 
 
@@ -175,8 +189,9 @@ class Checkpoint:
     def stats(self) -> dict[str, np.ndarray]:
         return checkpoint_stats(self.info)
 
-    def preprocess(self, image: str | os.PathLike, tta: str = "center") -> torch.Tensor:
-        """``C x H x W`` (``10 x C x H x W`` for 10-patch) input for one image file; a bad file is a :class:`UserError`."""
+    def preprocess(self, image: str | os.PathLike | bytes, tta: str = "center") -> torch.Tensor:
+        """``C x H x W`` (``10 x C x H x W`` for 10-patch) input for one image file (a path, or the file's
+        bytes, as a server receives it); a bad file is a :class:`UserError`."""
         return _read_image(image, self.transform, self.stats, tta)
 
     def eval_loader(self, data: str | os.PathLike, split: str, *, batch_size: int = 256, workers: int | None = None,

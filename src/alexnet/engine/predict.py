@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from .inference import Checkpoint
 
-__all__ = ["predict"]
+__all__ = ["predict", "top_classes"]
 
 
 def predict(checkpoint, images: Sequence[str | os.PathLike], *, topk: int = 5, tta: str = "center",
@@ -59,11 +59,16 @@ def predict(checkpoint, images: Sequence[str | os.PathLike], *, topk: int = 5, t
     return results
 
 
-def _top_classes(ck: Checkpoint, inputs: dict[int, torch.Tensor], topk: int) -> dict[int, list[dict[str, Any]]]:
-    """The ``topk`` most probable classes of each input, by its key."""
-    probs = ck.probabilities(torch.stack(list(inputs.values())))
+def top_classes(ck: Checkpoint, probs: torch.Tensor, topk: int) -> list[list[dict[str, Any]]]:
+    """The ``topk`` most probable classes of each row of ``probs`` (``B x K``, from
+    :meth:`Checkpoint.probabilities`), as :func:`predict` reports them."""
     top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
     names, ids = ck.class_names, ck.classes
-    return {j: [{"class": names[i] if i < len(names) else str(i), "id": ids[i] if i < len(ids) else str(i),
-                 "index": int(i), "prob": float(p)} for p, i in zip(pp, ii)]
-            for j, pp, ii in zip(inputs, top_p.tolist(), top_i.tolist())}
+    return [[{"class": names[i] if i < len(names) else str(i), "id": ids[i] if i < len(ids) else str(i),
+              "index": int(i), "prob": float(p)} for p, i in zip(pp, ii)]
+            for pp, ii in zip(top_p.tolist(), top_i.tolist())]
+
+
+def _top_classes(ck: Checkpoint, inputs: dict[int, torch.Tensor], topk: int) -> dict[int, list[dict[str, Any]]]:
+    """The ``topk`` most probable classes of each input, by its key."""
+    return dict(zip(inputs, top_classes(ck, ck.probabilities(torch.stack(list(inputs.values()))), topk)))

@@ -29,7 +29,7 @@ from .store import FeatureSet
 
 SEARCHES = ("exact", "binary", "faiss")
 
-__all__ = ["SEARCHES", "Searcher", "training_searcher", "find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
+__all__ = ["SEARCHES", "Searcher", "training_searcher", "neighbor_results", "find_neighbors", "split_neighbors", "neighbor_panels", "split_neighbor_panels", "split_images",
            "query_picture"]
 
 
@@ -107,7 +107,8 @@ def training_searcher(ck: Checkpoint, data, layer: str = "fc7", *, search: str =
     return Searcher(train, search, cached_index(train, search, progress=progress), candidates, ck.device)
 
 
-def _results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndarray, queries: list) -> list[dict]:
+def neighbor_results(train: FeatureSet, names: list[str], dist: np.ndarray, idx: np.ndarray, queries: list) -> list[dict]:
+    """``[{"query", "neighbors": [{"id", "class", "label", "distance"}, ...]}]`` from a search of ``train``."""
     out = []
     for q, dd, ii in zip(queries, dist, idx):
         nbs = []
@@ -143,7 +144,7 @@ def find_neighbors(checkpoint, data, images: Sequence[str | os.PathLike], *, k: 
     searcher = training_searcher(ck, data, layer, search=search, index=index, candidates=candidates,
                                  batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     dist, idx = searcher(q, k)
-    res = _results(searcher.train, ck.class_names, dist, idx, [str(p) for p in images])
+    res = neighbor_results(searcher.train, ck.class_names, dist, idx, [str(p) for p in images])
     for r in res:
         r["search"] = search
     return res
@@ -162,7 +163,7 @@ def split_neighbors(checkpoint, data, split: str, ids: Sequence[int], *, k: int 
         raise UserError(f"{split} has {qs.count} images; ids must be in 0..{qs.count - 1}")
     exclude = pos if split == "train" else None
     dist, idx = knn_search(np.asarray(qs.features[pos]), train.features, k, exclude=exclude, device=ck.device)
-    res = _results(train, ck.class_names, dist, idx, [f"{split}:{int(i)}" for i in pos])
+    res = neighbor_results(train, ck.class_names, dist, idx, [f"{split}:{int(i)}" for i in pos])
     for r, i in zip(res, pos):
         r["label"] = int(qs.labels[i])
         r["id"] = int(qs.ids[i])
