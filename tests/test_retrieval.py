@@ -53,6 +53,33 @@ def test_hamming_matches_naive(width, monkeypatch):
     np.testing.assert_array_equal(np.sort(top, 1), np.sort(np.argsort(key, 1, kind="stable")[:, :10], 1))
 
 
+def test_hamming_kernel_picks_the_numpy_set(monkeypatch):
+    """The C kernel and the numpy form pick the same ids: many tied distances, excluded ids, r near N."""
+    import shutil
+
+    from alexnet.kernels import hamming
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (3000, 16), dtype=np.uint8)
+    codes[::5] = codes[0]  # 600 codes at one distance from every query: the cut falls among ties
+    queries = rng.integers(0, 256, (9, 16), dtype=np.uint8)
+    queries[2] = codes[0]
+    exclude = np.array([-1, 0, 5, 2999, -1, 10, 0, 1, 3])
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert hamming.get() is not None, "the kernel should build where a C compiler is"
+    for r in (1, 10, 700, 2999):
+        for ex in (None, exclude):
+            got = hamming_topk(queries, codes, r, exclude=ex)
+            want = hamming_topk(queries, codes, r, exclude=ex, kernel=False)
+            np.testing.assert_array_equal(np.sort(got, 1), np.sort(want, 1))
+    # where it cannot be built: one warning, and numpy answers
+    monkeypatch.setattr(hamming, "_state", {})
+    monkeypatch.setattr(hamming, "_build", lambda: (_ for _ in ()).throw(RuntimeError("no C compiler")))
+    with pytest.warns(RuntimeWarning, match="Hamming kernel unavailable"):
+        got = hamming_topk(queries, codes, 10)
+    np.testing.assert_array_equal(np.sort(got, 1), np.sort(hamming_topk(queries, codes, 10, kernel=False), 1))
+
+
 def test_binary_search_equals_exact_after_reranking():
     x, q = _clustered()
     idx = build_index(x, "binary", bits=64, itq=20)

@@ -119,11 +119,21 @@ def hamming_distances(qcodes: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def hamming_topk(qcodes: np.ndarray, codes: np.ndarray, r: int, *, exclude: np.ndarray | None = None,
-                 query_batch: int = 16, code_batch: int = 1 << 20) -> np.ndarray:
-    """``Q x min(r, N)`` ids of the codes nearest each query's in Hamming distance (unordered; ties by lower id)."""
+                 query_batch: int = 16, code_batch: int = 1 << 20, kernel: bool = True) -> np.ndarray:
+    """``Q x min(r, N)`` ids of the codes nearest each query's in Hamming distance (unordered; ties by lower id).
+
+    The C kernel (:mod:`alexnet.kernels.hamming`) answers where it builds and the codes are whole 64-bit
+    words; otherwise (or ``kernel=False``) numpy does, with the same set of ids.
+    """
     n = codes.shape[0]
     r = min(r, n)
     nq = qcodes.shape[0]
+    if kernel and 0 < r < n and codes.shape[1] % 8 == 0 and codes.shape[1] <= 8 * 1023 and nq > 0:
+        from ..kernels import hamming
+
+        out = hamming.topk(qcodes, codes, r, exclude, torch.get_num_threads())
+        if out is not None:
+            return out
     out = np.empty((nq, r), np.int64)
     for s in range(0, nq, query_batch):
         e = min(s + query_batch, nq)
