@@ -135,6 +135,13 @@ def choose_side(source: Source, size: int, max_pixels: int, max_bytes: int = MAX
     return int(size), ("raw" if is_small(size) else "jpg")
 
 
+def _file_labels(files) -> np.ndarray:
+    """The labels of a split's files (a FileList holds them as an array already)."""
+    if hasattr(files, "labels"):
+        return files.labels()
+    return np.array([label for _, label in files], np.int64)
+
+
 def _file_state(path: str) -> bytes:
     """Size and modification time of a source file (one stat): an edited or replaced file changes them."""
     try:
@@ -326,7 +333,7 @@ def _clear(out: Path) -> int:
 def _warn_empty_classes(source: Source) -> None:
     """One line on stderr naming the classes with no training file or sample (an empty class folder)."""
     train = source.splits["train"]
-    labels = train.labels if train.labels is not None else np.array([label for _, label in train.files], np.int64)
+    labels = train.labels if train.labels is not None else _file_labels(train.files)
     labels = labels[(labels >= 0) & (labels < len(source.classes))]
     empty = np.flatnonzero(np.bincount(labels, minlength=len(source.classes)) == 0)
     if not len(empty):
@@ -511,7 +518,7 @@ def _make_plan(group: _Group, src, out: Path, size: int, workers, max_pixels: in
     channels = source.channels
     per_shard = int(shard_size) if shard_size else samples_per_shard(fmt, side, channels)
     for name, split in source.splits.items():
-        labels = split.labels if split.labels is not None else np.array([label for _, label in split.files or []])
+        labels = split.labels if split.labels is not None else _file_labels(split.files or [])
         if len(labels) and (labels.min() < 0 or labels.max() >= len(source.classes)):
             raise UserError(f"{source.root}: {name} labels outside 0..{len(source.classes) - 1}")
     settings = {"side": side, "format": fmt, "channels": channels, "per_shard": per_shard, "version": VERSION,

@@ -86,11 +86,81 @@ MAX_CLASSES = 100_000  # the most classes a source may have: the model's bound (
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
+class FileList:
+    """The (path, label) pairs of a split's image files, compact: the paths' bytes in one buffer with
+    their offsets, and the labels in an array.
+
+    Not a Python tuple and string per file: 1.28M of those took ~200 bytes each in the main process
+    and again in every worker that touched them (a reference count or a full garbage collection
+    copies the page), so ``prepare``'s memory grew with the file count. Reads as a sequence of
+    ``(str, int)``; :meth:`append` and :meth:`extend` while listing (each ``extend`` packs its pairs).
+    """
+
+    _PACK = 65536
+
+    def __init__(self, pairs=()):
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (bytes, lengths, labels)
+        self._pending: list[tuple[bytes, int]] = []
+        self._data = np.zeros(0, np.uint8)
+        self._ends = np.zeros(0, np.int64)  # end offset of path i in _data
+        self._labels = np.zeros(0, np.int64)
+        self.extend(pairs)
+
+    def append(self, pair: tuple[str, int]) -> None:
+        self._pending.append((os.fsencode(pair[0]), int(pair[1])))
+        if len(self._pending) >= self._PACK:
+            self.pack()
+
+    def extend(self, pairs) -> None:
+        for pair in pairs:
+            self.append(pair)
+        self.pack()
+
+    def pack(self) -> None:
+        """Pack the pairs appended since the last pack into arrays (extend does this itself)."""
+        if self._pending:
+            names, labels = zip(*self._pending)
+            self._pending = []
+            self._chunks.append((np.frombuffer(b"".join(names), np.uint8),
+                                 np.fromiter((len(b) for b in names), np.int64, len(names)),
+                                 np.asarray(labels, np.int64)))
+
+    def _join(self) -> None:
+        """One buffer of everything packed so far (once: later reads find no chunks)."""
+        self.pack()
+        if self._chunks:
+            base = int(self._ends[-1]) if len(self._ends) else 0
+            lengths = np.concatenate([c[1] for c in self._chunks])
+            self._data = np.concatenate([self._data] + [c[0] for c in self._chunks])
+            self._ends = np.concatenate([self._ends, base + np.cumsum(lengths)])
+            self._labels = np.concatenate([self._labels] + [c[2] for c in self._chunks])
+            self._chunks = []
+
+    def __len__(self) -> int:
+        return len(self._ends) + sum(len(c[1]) for c in self._chunks) + len(self._pending)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        self._join()
+        i = range(len(self._ends))[i]  # negative indices, and IndexError past the end
+        start = int(self._ends[i - 1]) if i else 0
+        return os.fsdecode(self._data[start:int(self._ends[i])].tobytes()), int(self._labels[i])
+
+    def __iter__(self):
+        self._join()
+        for i in range(len(self._ends)):
+            yield self[i]
+
+    def labels(self) -> np.ndarray:
+        """All the labels, as an int64 array."""
+        self._join()
+        return self._labels.copy()
+
+
 @dataclass
 class Split:
     """One split: ``files`` (path or tar :class:`Member`, label) for encoded images, or ``images`` N x H x W x C uint8."""
 
-    files: list[tuple[str | Member, int]] | None = None
+    files: FileList | list[tuple[Member, int]] | None = None
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) known before decoding
@@ -202,7 +272,7 @@ def _files_under(d: Path) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def _labelled_files(d: Path, index: dict[str, int], split: str) -> Split:
-    found = Split(files=[])
+    found = Split(files=FileList())
     seen: dict[str, str] = {}
     for name in _class_dirs(d):
         if name not in index:
@@ -331,7 +401,7 @@ def _ilsvrc_val(root: Path, val: Path, index: dict[str, int]) -> tuple[Split, li
         raise UserError(
             f"{val} is a flat folder of {len(files)} images but no ground truth was found under {root}: "
             "add the devkit's ILSVRC2012_validation_ground_truth.txt and meta.mat, or LOC_val_solution.csv")
-    split = Split(files=[])
+    split = Split(files=FileList())
     for p in files:
         wnid = truth.get(p.name.split(".")[0])
         if wnid is None:
@@ -340,6 +410,7 @@ def _ilsvrc_val(root: Path, val: Path, index: dict[str, int]) -> tuple[Split, li
             split.skipped.append((str(p), f"label {wnid} is not a training class"))
         else:
             split.files.append((str(p), index[wnid]))
+    split.files.pack()
     return split, names
 
 
