@@ -11,8 +11,12 @@ For each file count N (nested subsets of one generated ImageNet-shaped tree:
 * disk written (the prepared folder);
 * the physical limit on the same files in the same run: decode (with the
   reduced-size DCT decode Pillow's ``draft`` gives JPEGs) + resize + centre
-  crop + JPEG encode alone, on one core, in this process; prepare's rate per
-  worker as a fraction of it (the target is at least 0.8);
+  crop + JPEG encode alone (no damage check, statistics or writing), on one
+  core and in as many processes at once as prepare has workers; prepare's
+  rate per worker as a fraction of the first (the target is at least 0.8),
+  and its rate as a fraction of the second (the same parallelism: a machine
+  whose cores do not scale holds both to the same cap);
+* prepare's work on one image, step by step (ms on one core);
 * the extrapolation to ImageNet's 1,281,167 training files on 2 and 16 cores
   (linear in cores: an assumption, said as such).
 
@@ -142,25 +146,78 @@ def subset(tree: Path, files: list[Path], n: int, root: Path) -> Path:
     return out
 
 
-def physical_limit(files: list[Path], side: int = 256, n: int = 400) -> float:
-    """Images/s on one core of decode (reduced-size DCT where it applies) + resize + centre crop + JPEG encode."""
+def _limit_work(files: list[Path], side: int = 256) -> float:
+    """Seconds for decode (Pillow, reduced-size DCT where it applies) + resize + centre crop + JPEG encode of
+    ``files`` on one core: the work prepare cannot avoid, without its damage check, statistics or writing."""
     import io
 
     import torch
     from PIL import Image
 
-    from alexnet.data.images import load_square
+    from alexnet.data.images import square
 
     torch.set_num_threads(1)
+    t = time.perf_counter()
+    for f in files:
+        with Image.open(f) as im:
+            w, h = im.size
+            scale = side / min(w, h)
+            im.draft("RGB", (int(w * scale + 0.5), int(h * scale + 0.5)))
+            out = square(im.convert("RGB"), side)
+        out.save(io.BytesIO(), format="JPEG", quality=95)
+    return time.perf_counter() - t
+
+
+def physical_limit(files: list[Path], workers: int, n: int = 600) -> tuple[float, float]:
+    """``(images/s on one core, images/s of ``workers`` processes at once)`` of :func:`_limit_work` on a sample
+    of ``files``: the second is the limit a ``workers``-process prepare is held to (cores may not scale)."""
+    import multiprocessing as mp
+
     step = max(1, len(files) // n)
     sample = files[::step][:n]
-    for f in sample[:20]:  # warm the page cache and the code paths
-        load_square(f, side)
+    _limit_work(sample[:30])  # warm the page cache and the code paths
+    one = len(sample) / _limit_work(sample)
+    parts = [sample[i::workers] for i in range(workers)]
+    with mp.get_context("fork").Pool(workers) as pool:
+        pool.map(_limit_work, [p[:10] for p in parts])  # warm the workers
+        t = time.perf_counter()
+        pool.map(_limit_work, parts)
+        together = len(sample) / (time.perf_counter() - t)
+    return one, together
+
+
+def per_image_ms(files: list[Path], side: int = 256, n: int = 300) -> dict[str, float]:
+    """prepare's work on one image, step by step, in ms (one core, this process): what it adds to the limit."""
+    import numpy as np
+    import torch
+
+    from alexnet.data.images import decode_reporting, load_square
+    from alexnet.data.prepare import decode_jpeg, encode_jpeg
+    from alexnet.data.stats import PixelStats
+
+    torch.set_num_threads(1)
+    sample = files[:: max(1, len(files) // n)][:n]
+    load_square(sample[0], side)
+    out = {}
     t = time.perf_counter()
     for f in sample:
-        arr = load_square(f, side)
-        Image.fromarray(arr).save(io.BytesIO(), format="JPEG", quality=95)
-    return len(sample) / (time.perf_counter() - t)
+        decode_reporting(f.read_bytes())
+    out["read + decode with the damage check"] = time.perf_counter() - t
+    t = time.perf_counter()
+    arrays = [load_square(f, side) for f in sample]
+    out["load_square (all of the above + resize + crop)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    data = [encode_jpeg(a) for a in arrays]
+    out["encode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stored = [decode_jpeg(d, 3) for d in data]
+    out["decode the stored JPEG for the statistics"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stats = PixelStats(side, side, 3)
+    for i in range(0, len(stored), 64):
+        stats.add(np.stack(stored[i:i + 64]))
+    out["statistics"] = time.perf_counter() - t
+    return {k: round(v / len(sample) * 1e3, 2) for k, v in out.items()}
 
 
 def main(argv=None) -> int:
@@ -180,7 +237,8 @@ def main(argv=None) -> int:
     tree = generate(root, per_class, args.seed)
     gen = json.loads((tree / ".complete").read_text())
     files = train_files(tree)
-    limit = physical_limit(files)
+    limit, limit_together = physical_limit(files, args.workers)
+    steps = per_image_ms(files)
     rows = []
     for n in counts:
         src = subset(tree, files, n, root)
@@ -197,7 +255,8 @@ def main(argv=None) -> int:
         rate = images / r["seconds"]
         row = {"files": images, "seconds": round(r["seconds"], 1), "images_per_s": round(rate, 1),
                "per_worker": round(rate / args.workers, 1), "peak_rss_mb": round(r["peak_rss_mb"]),
-               "disk_mb": round(folder_bytes(out) / 2**20), "of_limit": round(rate / args.workers / limit, 2)}
+               "disk_mb": round(folder_bytes(out) / 2**20), "of_limit": round(rate / args.workers / limit, 2),
+               "of_limit_together": round(rate / limit_together, 2)}
         rows.append(row)
         if args.kill_at is not None and n == counts[0]:
             row["kill"] = kill_and_rerun(cmd, out, args.kill_at)
@@ -207,7 +266,8 @@ def main(argv=None) -> int:
     result = {
         "cpu": cpu_name(), "workers": args.workers, "generate": {"files": gen["files"], "seconds": round(gen["seconds"], 1),
                                                                   "images_per_s": round(gen["files"] / gen["seconds"], 1)},
-        "physical_limit_per_core": round(limit, 1), "rows": rows,
+        "physical_limit_per_core": round(limit, 1), "physical_limit_together": round(limit_together, 1),
+        "per_image_ms": steps, "rows": rows,
         "imagenet_hours": {"2 cores": round(IMAGENET_TRAIN / (per_core * 2) / 3600, 2),
                            "16 cores": round(IMAGENET_TRAIN / (per_core * 16) / 3600, 2)},
     }
@@ -216,11 +276,15 @@ def main(argv=None) -> int:
     else:
         print(f"CPU: {result['cpu']}, {args.workers} workers")
         print(f"generate: {gen['files']:,} files in {gen['seconds']:.0f} s ({result['generate']['images_per_s']}/s)")
-        print(f"physical limit (decode + resize + crop + encode, one core): {limit:.1f} images/s")
-        print("| files | s | images/s | per worker | of the limit | peak RSS MB | disk MB |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"physical limit (decode + resize + crop + encode): {limit:.1f} images/s on one core, "
+              f"{limit_together:.1f} images/s in {args.workers} processes at once ({limit_together / limit:.2f}x one)")
+        print("prepare's steps, ms per image on one core: " + "; ".join(f"{k} {v}" for k, v in steps.items()))
+        print(f"| files | s | images/s | per worker | of the one-core limit | of the {args.workers}-process limit "
+              "| peak RSS MB | disk MB |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['files']:,} | {r['seconds']} | {r['images_per_s']} | {r['per_worker']} | {r['of_limit']} | "
+                  f"{r['of_limit_together']} | "
                   f"{r['peak_rss_mb']} | {r['disk_mb']} |")
             if "kill" in r:
                 print(f"  killed at {r['kill']['done_at_kill']} of {r['kill']['shards']} shards; rerun "
