@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lrn_cpu import _cpu_tag
+from .lrn_cpu import _cpu_tag, extensions_root
 
 SOURCE = Path(__file__).with_name("csrc") / "hamming.c"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
@@ -43,9 +43,7 @@ def library_path() -> Path:
     for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), _cpu_tag().encode()):
         h.update(part)
         h.update(b"\0")
-    root = os.environ.get("ALEXNET_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "alexnet" / "extensions"
-    return base / f"alexnet_hamming_{h.hexdigest()[:16]}.so"
+    return extensions_root() / f"alexnet_hamming_{h.hexdigest()[:16]}.so"
 
 
 def _build() -> ctypes.CDLL:

@@ -73,10 +73,14 @@ def build_name() -> str:
     return f"alexnet_lrn_cpu_{h.hexdigest()[:16]}"
 
 
-def build_dir() -> Path:
+def extensions_root() -> Path:
+    """Where compiled kernels are cached: ``$ALEXNET_EXTENSIONS_DIR`` or ``~/.cache/alexnet/extensions``."""
     root = os.environ.get("ALEXNET_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "alexnet" / "extensions"
-    return base / build_name()
+    return Path(root) if root else Path.home() / ".cache" / "alexnet" / "extensions"
+
+
+def build_dir() -> Path:
+    return extensions_root() / build_name()
 
 
 def _build():
